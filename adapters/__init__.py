@@ -1,0 +1,1 @@
+"""Edges of the gateway: SMTP in, mail out, Slack."""

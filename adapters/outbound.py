@@ -1,0 +1,710 @@
+"""Outbound email: compose replies to builders, deliver them to a Maildir or relay."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.policy
+import errno
+import itertools
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from gateway.config import OutboundConfig
+from gateway.errors import ConfigError, DeliveryFailed
+from gateway.model import CheckedAttachment
+
+log = logging.getLogger(__name__)
+
+# SMTP policy (CRLF line endings) with cte_type 7bit, so that every part uses 7bit,
+# quoted-printable or base64 and the message never needs 8BITMIME or SMTPUTF8.
+# refold_source="none" makes the generator write headers stored with set_raw exactly
+# as given. The threading headers rely on that (see _set_message_id_header).
+_POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
+
+AUTO_SUBMITTED_VALUES = ("auto-replied", "auto-generated")
+MAX_REFERENCES = 20
+
+# RFC 5322 section 2.1.1 limits a line to 998 octets, excluding the CRLF.
+_MAX_LINE_OCTETS = 998
+# Keeps "In-Reply-To: <id>", the longest line that one id produces, within that limit.
+_MAX_MESSAGE_ID_CHARS = _MAX_LINE_OCTETS - len("In-Reply-To: <>")
+# Long References values are folded before this column, as RFC 5322 recommends.
+_FOLD_COLUMN = 78
+
+# Visible ASCII except angle brackets and parentheses, which would end the id or
+# start a comment in a parser that reads the header.
+_MESSAGE_ID_RE = re.compile(r"[!-'*-;=?-~]+")
+_DOMAIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+# An RFC 5322 field-name is visible ASCII except the colon.
+_FIELD_NAME_RE = re.compile(r"[!-9;-~]+")
+_HEADER_LINE_RE = re.compile(rb"([!-9;-~]+):")
+
+# Headers that compose_email sets itself, so extra_headers must not repeat them.
+# Precedence is reserved too, because replies are marked with Auto-Submitted
+# (RFC 3834) and must not carry Precedence.
+_RESERVED_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "From",
+        "To",
+        "Cc",
+        "Bcc",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "In-Reply-To",
+        "References",
+        "Reply-To",
+        "MIME-Version",
+        "Auto-Submitted",
+        "X-Auto-Response-Suppress",
+        "X-Loop",
+        "Precedence",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Content-Disposition",
+    )
+)
+
+# Layers of RFC 2047 encoding that _clean_header_text removes. More layers than this
+# are only seen in crafted input, which is then rejected.
+_MAX_DECODE_ROUNDS = 4
+
+_SMTPS_PORT = 465
+_MAX_REPLY_CHARS = 200
+
+# Unicode category Cc (C0 controls, DEL, C1 controls) plus the line and paragraph
+# separators, which str.splitlines() and some mail readers treat as line breaks.
+_CONTROL_CLASS = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
+_CONTROL_CHAR_RE = re.compile(_CONTROL_CLASS)
+_CONTROL_RUN_RE = re.compile(rf"\s*{_CONTROL_CLASS}+\s*")
+
+_maildir_counter = itertools.count()
+
+
+class Transport(Protocol):
+    """Outbound transport interface: delivery of one message to one recipient."""
+
+    async def deliver(self, sender: str, recipient: str, data: bytes) -> None:
+        """Deliver DATA from SENDER to RECIPIENT or raise DeliveryFailed."""
+
+
+def sanitize_header_value(value: str) -> str:
+    """Return VALUE with line breaks and control characters replaced by spaces.
+
+    Each run of C0 and C1 control characters (CR, LF and TAB included), DEL, U+2028
+    and U+2029, together with the whitespace around it, becomes one space. Leading
+    and trailing whitespace is removed. The result cannot end a header line by
+    itself, but it may still contain an RFC 2047 encoded-word that decodes to CR or
+    LF, which Python 3.11.7 can write as a real line break (CVE-2024-6923).
+    compose_email decodes and sanitises such words before it sets a header.
+    """
+    return _CONTROL_RUN_RE.sub(" ", value).strip()
+
+
+def make_message_id(domain: str) -> str:
+    """Return a new unique Message-ID for DOMAIN, without angle brackets."""
+    if not _DOMAIN_RE.fullmatch(domain):
+        raise ValueError(
+            f"invalid Message-ID domain {domain!r}; use an ASCII host name such as "
+            "support.example.com (write internationalised domains in punycode)."
+        )
+    # Nanoseconds since the epoch plus 64 random bits make the id unique across
+    # processes and hosts without any shared state.
+    return f"sg.{time.time_ns():x}.{secrets.token_hex(8)}@{domain}"
+
+
+def compose_email(
+    *,
+    sender: str,
+    sender_name: str,
+    recipient: str,
+    recipient_name: str,
+    subject: str,
+    text: str,
+    html: str | None,
+    message_id: str,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    reply_to: str | None = None,
+    auto_submitted: str = "auto-replied",
+    extra_headers: Mapping[str, str] | None = None,
+    attachments: Sequence[CheckedAttachment] = (),
+    date: datetime | None = None,
+) -> bytes:
+    """Build an automatic reply and return it as RFC 5322 bytes with CRLF endings.
+
+    The body is text/plain, or multipart/alternative when HTML is given, wrapped in
+    multipart/mixed when there are attachments. Message ids may be given with or
+    without angle brackets. An invalid In-Reply-To or References id is left out
+    with a warning, because it comes from the builder's mail. Raises ValueError for
+    an invalid address, Message-ID, date, Auto-Submitted value or extra header, and
+    when the generated header block is not exactly the expected set of headers.
+    """
+    if auto_submitted not in AUTO_SUBMITTED_VALUES:
+        raise ValueError(
+            f"invalid auto_submitted {auto_submitted!r}; use one of "
+            f"{', '.join(AUTO_SUBMITTED_VALUES)}."
+        )
+    if date is None:
+        date = datetime.now(timezone.utc)
+    elif date.tzinfo is None:
+        raise ValueError(
+            f"date {date.isoformat()} has no time zone; pass an aware datetime."
+        )
+
+    sender_address = _require_address(sender, "sender")
+
+    message = EmailMessage(policy=_POLICY)
+    _set_address_header(message, "From", sender_address, sender_name)
+    _set_address_header(message, "To", recipient, recipient_name)
+    _set_text_header(message, "Subject", subject)
+    message["Date"] = date
+    _set_message_id_header(message, "Message-ID", [_require_message_id(message_id)])
+
+    parent_id = _optional_message_id(in_reply_to, "In-Reply-To")
+    if parent_id is not None:
+        _set_message_id_header(message, "In-Reply-To", [parent_id])
+    thread_ids = _thread_references(references)
+    if thread_ids:
+        _set_message_id_header(message, "References", thread_ids)
+
+    if reply_to is not None:
+        _set_address_header(message, "Reply-To", reply_to, "")
+    message["Auto-Submitted"] = auto_submitted
+    # Exchange and Outlook send no out-of-office or other automatic reply to a
+    # message with this header.
+    message["X-Auto-Response-Suppress"] = "All"
+    message["X-Loop"] = sender_address
+    for name, value in (extra_headers or {}).items():
+        _check_extra_header_name(name)
+        _set_text_header(message, name, value)
+
+    _set_body(message, text, html, attachments)
+    data = message.as_bytes(policy=_POLICY)
+    # The message object's own header list is the expectation, because an injected
+    # header only appears once the bytes are generated.
+    expected = Counter(name.lower() for name in message.keys())
+    _verify_header_block(data, expected)
+    return data
+
+
+class MaildirTransport:
+    """Delivery into a local Maildir, for development or for a local MTA to collect."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"MaildirTransport({str(self.path)!r})"
+
+    async def deliver(self, sender: str, recipient: str, data: bytes) -> None:
+        """Write DATA as one new message file, or raise a temporary DeliveryFailed.
+
+        The bytes are stored unchanged, CRLF line endings included. The file is
+        written in tmp/, flushed to disk, then moved into new/, so new/ never
+        contains a partial file.
+        """
+        try:
+            name = await asyncio.to_thread(_write_maildir_file, self.path, data)
+        except OSError as exc:
+            raise DeliveryFailed(
+                f"could not write to Maildir {self.path}: {exc.strerror or exc}; "
+                "check that the directory is writable and the disk is not full.",
+                permanent=False,
+            ) from exc
+        log.info(
+            "stored %s for %s in Maildir %s as %s (%d bytes)",
+            _message_id_of(data),
+            _domain_of(recipient),
+            self.path,
+            name,
+            len(data),
+        )
+
+
+class RelayTransport:
+    """Delivery through an SMTP relay with aiosmtplib.
+
+    Port 465 uses implicit TLS. Other ports use STARTTLS when starttls is true and
+    plain SMTP otherwise. Certificates are verified. The relay's reply decides the
+    outcome: 5xx raises a permanent DeliveryFailed, and 4xx, timeouts and
+    connection errors raise a temporary one. timeout_seconds limits each network
+    operation (connect, each command, the data transfer), not the whole delivery.
+    When local_hostname is None, aiosmtplib sends socket.getfqdn() in EHLO.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+        timeout_seconds: float = 30.0,
+        *,
+        local_hostname: str | None = None,
+    ) -> None:
+        username = username or None
+        password = password or None
+        if (username is None) != (password is None):
+            raise ValueError(
+                f"relay {host}:{port} has a username or a password but not both; "
+                "set both for AUTH, or neither."
+            )
+        self.host = host
+        self.port = port
+        self.username = username
+        self._password = password
+        self.starttls = starttls
+        self.timeout_seconds = timeout_seconds
+        self.local_hostname = local_hostname
+
+    def __repr__(self) -> str:
+        password = "'***'" if self._password else None
+        return (
+            f"RelayTransport(host={self.host!r}, port={self.port}, "
+            f"username={self.username!r}, password={password}, "
+            f"starttls={self.starttls}, timeout_seconds={self.timeout_seconds})"
+        )
+
+    async def deliver(self, sender: str, recipient: str, data: bytes) -> None:
+        """Send DATA through the relay, or raise DeliveryFailed."""
+        _check_envelope_address(sender, "sender")
+        _check_envelope_address(recipient, "recipient")
+        implicit_tls = self.port == _SMTPS_PORT
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self._password,
+            local_hostname=self.local_hostname,
+            timeout=self.timeout_seconds,
+            use_tls=implicit_tls,
+            start_tls=self.starttls and not implicit_tls,
+        )
+        started = time.monotonic()
+        try:
+            async with client:
+                await client.sendmail(sender, [recipient], data)
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            raise self._delivery_failed(exc) from exc
+
+        log.info(
+            "sent %s for %s through relay %s:%d (%d bytes, %.2f s)",
+            _message_id_of(data),
+            _domain_of(recipient),
+            self.host,
+            self.port,
+            len(data),
+            time.monotonic() - started,
+        )
+
+    def _delivery_failed(
+        self, exc: aiosmtplib.SMTPException | OSError | ValueError
+    ) -> DeliveryFailed:
+        """Return the DeliveryFailed for EXC, naming host:port and any reply code."""
+        relay = f"relay {self.host}:{self.port}"
+        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+            exc = exc.recipients[0]
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            reply = self._redact(_shorten_reply(exc.message))
+            if 500 <= exc.code <= 599:
+                return DeliveryFailed(
+                    f"{relay} rejected the message with {exc.code} {reply}; the "
+                    "rejection is permanent, so fix what the reply names first.",
+                    permanent=True,
+                )
+            return DeliveryFailed(
+                f"{relay} deferred the message with {exc.code} {reply}; it will be "
+                "retried.",
+                permanent=False,
+            )
+        if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
+            return DeliveryFailed(
+                f"{relay} timed out after {self.timeout_seconds} s; the message will "
+                "be retried.",
+                permanent=False,
+            )
+        if isinstance(exc, (aiosmtplib.SMTPException, OSError)):
+            detail = self._redact(_shorten_reply(str(exc) or type(exc).__name__))
+            return DeliveryFailed(
+                f"could not deliver through {relay}: {detail}; check that the relay "
+                "is reachable and that the TLS and AUTH settings match it.",
+                permanent=False,
+            )
+        # aiosmtplib raises ValueError for an option or address it cannot put on a
+        # command line, so another attempt would fail the same way.
+        return DeliveryFailed(f"{relay} was not contacted: {exc}", permanent=True)
+
+    def _redact(self, text: str) -> str:
+        """Remove the password and its AUTH PLAIN and LOGIN encodings from TEXT."""
+        if not self._password:
+            return text
+        username = self.username or ""
+        secrets_in_text = (
+            self._password,
+            base64.b64encode(self._password.encode()).decode(),
+            base64.b64encode(f"\0{username}\0{self._password}".encode()).decode(),
+        )
+        for secret in secrets_in_text:
+            text = text.replace(secret, "***")
+        return text
+
+
+def transport_from_config(config: OutboundConfig) -> MaildirTransport | RelayTransport:
+    """Return the relay transport when relay_host is set, else the Maildir transport."""
+    if config.relay_host:
+        if config.relay_username and not config.relay_password:
+            raise ConfigError(
+                "outbound.relay_username is set but outbound.relay_password is "
+                "empty; set it in the config file or export "
+                "GATEWAY_OUTBOUND_RELAY_PASSWORD."
+            )
+        if config.relay_password and not config.relay_username:
+            raise ConfigError(
+                "outbound.relay_password is set but outbound.relay_username is "
+                "empty; set the username too, or remove the password."
+            )
+        return RelayTransport(
+            config.relay_host,
+            config.relay_port,
+            config.relay_username,
+            config.relay_password,
+            config.relay_starttls,
+            config.relay_timeout_seconds,
+        )
+    return MaildirTransport(config.maildir)
+
+
+def _has_control_chars(value: str) -> bool:
+    return _CONTROL_CHAR_RE.search(value) is not None
+
+
+def _set_text_header(message: EmailMessage, name: str, value: str) -> None:
+    message[name] = _clean_header_text(value, name)
+    # A structured header (an extra header named Sender, say) parses the value
+    # again with its own rules, so check what it stored as well.
+    if _has_control_chars(str(message[name])):
+        raise ValueError(
+            f"{name} value {value[:80]!r} decodes to a control character; send it "
+            "as plain text."
+        )
+
+
+def _set_address_header(
+    message: EmailMessage, name: str, address: str, display_name: str
+) -> None:
+    addr_spec = _require_address(address, name)
+    clean = _clean_header_text(display_name, f"{name} display name")
+    message[name] = Address(display_name=clean, addr_spec=addr_spec)
+
+
+def _clean_header_text(value: str, label: str) -> str:
+    """Decode the encoded-words in VALUE as the email package would, then sanitise.
+
+    Python 3.11.7 decodes RFC 2047 encoded-words in a value that is set on a message,
+    and can write a decoded CR or LF as a real line break (CVE-2024-6923). Decoding
+    here first lets sanitize_header_value remove those. Each round removes one layer
+    of encoding.
+    """
+    clean = sanitize_header_value(value)
+    for _ in range(_MAX_DECODE_ROUNDS):
+        decoded = str(_POLICY.header_factory("Subject", clean))
+        if decoded == clean:
+            return clean
+        clean = sanitize_header_value(decoded)
+    raise ValueError(
+        f"{label} {value[:80]!r} is nested in more than {_MAX_DECODE_ROUNDS} layers "
+        "of RFC 2047 encoding; send it as plain text."
+    )
+
+
+def _require_address(address: str, role: str) -> str:
+    """Return ADDRESS if it is one plain ASCII addr-spec, else raise ValueError."""
+    # NOTE: internationalised addresses (SMTPUTF8) are rejected, because messages
+    # are generated for relays without SMTPUTF8 support.
+    if not address.isascii() or _has_control_chars(address) or " " in address:
+        raise ValueError(
+            f"invalid {role} address {address!r}; write a plain ASCII address such "
+            "as support@example.com."
+        )
+    try:
+        parsed = Address(addr_spec=address)
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        raise ValueError(
+            f"invalid {role} address {address!r} ({exc}); write a plain address "
+            "such as support@example.com."
+        ) from exc
+    # The parser skips comments and quotes, so an address it rewrote is not plain.
+    if not parsed.username or not parsed.domain or parsed.addr_spec != address:
+        raise ValueError(
+            f"invalid {role} address {address!r}; write a plain address such as "
+            "support@example.com, without comments, quotes or angle brackets."
+        )
+    return address
+
+
+def _normalize_message_id(value: str) -> str | None:
+    """Return VALUE without whitespace and angle brackets, or None if invalid."""
+    candidate = value.strip()
+    if candidate.startswith("<") and candidate.endswith(">"):
+        candidate = candidate[1:-1].strip()
+    if len(candidate) > _MAX_MESSAGE_ID_CHARS:
+        return None
+    if not _MESSAGE_ID_RE.fullmatch(candidate):
+        return None
+    return candidate
+
+
+def _require_message_id(value: str) -> str:
+    normalized = _normalize_message_id(value)
+    if normalized is None:
+        raise ValueError(
+            f"invalid Message-ID {value[:100]!r}; create one with make_message_id()."
+        )
+    return normalized
+
+
+def _optional_message_id(value: str | None, name: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    normalized = _normalize_message_id(value)
+    if normalized is None:
+        log.warning("left out invalid %s id (%d chars)", name, len(value))
+    return normalized
+
+
+def _thread_references(references: Sequence[str]) -> list[str]:
+    """Return the valid, distinct ids of REFERENCES, keeping the last MAX_REFERENCES."""
+    ids: list[str] = []
+    for value in references:
+        normalized = _optional_message_id(value, "References")
+        if normalized is not None and normalized not in ids:
+            ids.append(normalized)
+    return ids[-MAX_REFERENCES:]
+
+
+def _set_message_id_header(message: EmailMessage, name: str, ids: list[str]) -> None:
+    """Set NAME to angle-bracketed IDS, folded between ids and never encoded.
+
+    Python 3.11's folder turns an id that does not fit in 78 columns into RFC 2047
+    encoded-words, which breaks threading. set_raw with refold_source="none" writes
+    the value as given, so this function folds it itself.
+    """
+    lines: list[list[str]] = [[]]
+    column = len(name) + 1
+    for message_id in ids:
+        token = f"<{message_id}>"
+        if lines[-1] and column + 1 + len(token) > _FOLD_COLUMN:
+            lines.append([])
+            column = 0
+        lines[-1].append(token)
+        column += 1 + len(token)
+    del message[name]
+    message.set_raw(name, "\r\n ".join(" ".join(line) for line in lines))
+
+
+def _check_extra_header_name(name: str) -> None:
+    if not _FIELD_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid header name {name!r}; use visible ASCII without a colon, such "
+            "as X-Ticket-Number."
+        )
+    if name.lower() in _RESERVED_HEADERS:
+        raise ValueError(
+            f"extra header {name} is reserved because compose_email sets or forbids "
+            "it; pass the value through the matching argument instead."
+        )
+
+
+def _set_body(
+    message: EmailMessage,
+    text: str,
+    html: str | None,
+    attachments: Sequence[CheckedAttachment],
+) -> None:
+    """Add the text, HTML and attachment parts to MESSAGE.
+
+    The policy picks each transfer encoding: 7bit for short ASCII lines, else
+    quoted-printable or base64.
+    """
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    for attachment in attachments:
+        maintype, subtype = _split_content_type(attachment.content_type)
+        message.add_attachment(
+            attachment.data,
+            maintype=maintype,
+            subtype=subtype,
+            filename=sanitize_header_value(attachment.filename) or "attachment",
+        )
+
+    # EmailMessage adds MIME-Version to each part it creates, but RFC 2045 requires
+    # it only at the top level.
+    for part in message.walk():
+        if part is not message:
+            del part["MIME-Version"]
+
+
+def _split_content_type(content_type: str) -> tuple[str, str]:
+    maintype, _, subtype = content_type.strip().lower().partition("/")
+    if _FIELD_NAME_RE.fullmatch(maintype) and _FIELD_NAME_RE.fullmatch(subtype):
+        return maintype, subtype
+    return "application", "octet-stream"
+
+
+def _verify_header_block(data: bytes, expected: Counter[str]) -> None:
+    """Raise ValueError unless DATA's top-level headers are exactly EXPECTED.
+
+    This is the check that stops CVE-2024-6923 and similar header injection, so it
+    reads the generated bytes twice: once line by line and once with the standard
+    parser, in case either one splits headers differently.
+    """
+    head, separator, _ = data.partition(b"\r\n\r\n")
+    if not separator:
+        raise ValueError("composed message has no blank line after its headers")
+
+    found: Counter[str] = Counter()
+    for number, line in enumerate(head.split(b"\r\n"), start=1):
+        if len(line) > _MAX_LINE_OCTETS:
+            raise ValueError(f"header line {number} is longer than 998 octets")
+        if b"\r" in line or b"\n" in line or not line.isascii():
+            raise ValueError(
+                f"header line {number} contains a bare CR, LF or 8-bit byte"
+            )
+        if line[:1] in (b" ", b"\t") and number > 1:
+            continue
+        match = _HEADER_LINE_RE.match(line)
+        if match is None:
+            raise ValueError(
+                f"header line {number} is neither a field nor a continuation"
+            )
+        found[match.group(1).decode("ascii").lower()] += 1
+    if found != expected:
+        raise ValueError(_header_mismatch(found, expected))
+
+    parsed = BytesParser(policy=email.policy.default).parsebytes(
+        head + b"\r\n\r\n", headersonly=True
+    )
+    reparsed = Counter(name.lower() for name in parsed.keys())
+    if reparsed != expected:
+        raise ValueError(_header_mismatch(reparsed, expected))
+    for name, value in parsed.items():
+        if _has_control_chars(str(value)):
+            raise ValueError(f"decoded {name} header contains a control character")
+
+
+def _header_mismatch(found: Counter[str], expected: Counter[str]) -> str:
+    extra = sorted((found - expected).elements())
+    missing = sorted((expected - found).elements())
+    return (
+        "composed message has unexpected headers "
+        f"(extra: {', '.join(extra) or 'none'}, "
+        f"missing: {', '.join(missing) or 'none'})"
+    )
+
+
+def _write_maildir_file(maildir: Path, data: bytes) -> str:
+    """Write DATA into MAILDIR/new through tmp/ and return the file name."""
+    for folder in ("tmp", "new", "cur"):
+        (maildir / folder).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    name = _maildir_file_name()
+    tmp_path = maildir / "tmp" / name
+    new_path = maildir / "new" / name
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+    try:
+        _link_or_rename(tmp_path, new_path)
+    except OSError:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    # The new directory entry is durable only once the directory itself is synced.
+    _fsync_directory(maildir / "new")
+    return name
+
+
+def _maildir_file_name() -> str:
+    """Return a Maildir file name that is unique across processes and hosts."""
+    now_ns = time.time_ns()
+    seconds, micros = divmod(now_ns // 1000, 1_000_000)
+    # The host part must not contain "/", which separates paths, or ":", which starts
+    # the info suffix of files in cur/.
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+    return (
+        f"{seconds}.M{micros}P{os.getpid()}Q{next(_maildir_counter)}"
+        f"R{secrets.token_hex(8)}.{host}"
+    )
+
+
+def _link_or_rename(source: Path, target: Path) -> None:
+    """Move SOURCE to TARGET without ever replacing an existing TARGET."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        # Some file systems have no hard links. The name is unique, so a rename
+        # cannot replace another message in practice.
+        os.rename(source, target)
+        return
+    os.unlink(source)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_envelope_address(address: str, role: str) -> None:
+    try:
+        _require_address(address, f"envelope {role}")
+    except ValueError as exc:
+        raise DeliveryFailed(str(exc), permanent=True) from exc
+
+
+def _message_id_of(data: bytes) -> str:
+    """Return the Message-ID of DATA for log lines, or "(no Message-ID)"."""
+    head = data.partition(b"\r\n\r\n")[0]
+    match = re.search(rb"^Message-ID:[ \t]*(<[!-~]{1,200}>)", head, re.I | re.M)
+    return match.group(1).decode("ascii") if match else "(no Message-ID)"
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2] or "(no domain)"
+
+
+def _shorten_reply(text: str) -> str:
+    clean = sanitize_header_value(text)
+    if len(clean) > _MAX_REPLY_CHARS:
+        return clean[:_MAX_REPLY_CHARS] + "..."
+    return clean

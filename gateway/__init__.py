@@ -1,0 +1,1 @@
+"""support-gateway: a help desk run from email and Slack."""

@@ -1,0 +1,39 @@
+"""Exceptions raised by support-gateway, all under one GatewayError."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class of every error support-gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A configuration file or value is invalid; the message names the key."""
+
+
+class UnknownTicket(GatewayError):
+    """No ticket has the requested number."""
+
+
+class UnknownBuilder(GatewayError):
+    """No builder account has the requested email address."""
+
+
+class InvalidChange(GatewayError):
+    """A ticket change breaks a rule of the ticket model."""
+
+
+class StorageUnavailable(GatewayError):
+    """The database could not store a change; the caller should retry later."""
+
+
+class DeliveryFailed(GatewayError):
+    """An outbound message could not be delivered on this attempt."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class DuplicateDelivery(GatewayError):
+    """The inbound message was already applied by an earlier delivery."""

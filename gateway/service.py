@@ -1,0 +1,196 @@
+"""Wire the store, SMTP, web and outbox worker into one running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from adapters import outbound
+from adapters.mail import parse_mail
+from adapters.smtp import SupportHandler, start_smtp_server
+from gateway.addresses import ReplySigner, SupportAddresses
+from gateway.config import Config, is_loopback
+from gateway.delivery import OutboxWorker
+from gateway.errors import ConfigError
+from gateway.events import EventFanout
+from gateway.mailer import MailerSettings, NoticeMailer
+from gateway.support import SupportDesk
+from gateway.tickets import Desk, DeskSettings
+from gateway.web import make_web_app
+from store import Store
+
+log = logging.getLogger(__name__)
+
+REPLY_KEY_SETTING = "reply_signing_key"
+
+
+class Gateway:
+    """One gateway process: SMTP in, web, and outbound delivery on one event loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        now: Callable[[], datetime] | None = None,
+        background: bool = True,
+    ) -> None:
+        """Prepare a gateway; BACKGROUND=False leaves outbox delivery to the caller."""
+        check_listen_addresses(config)
+        self.config = config
+        self._background = background
+        self._now = now or (lambda: datetime.now(UTC))
+        self.store = Store(config.database.url)
+        self.desk: Desk | None = None
+        self.mailer: NoticeMailer | None = None
+        self.support_desk: SupportDesk | None = None
+        self.worker: OutboxWorker | None = None
+        self.smtp_address: tuple[str, int] | None = None
+        self.web_address: tuple[str, int] | None = None
+        self._smtp_server: asyncio.Server | None = None
+        self._web_runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Apply migrations, then start every listener and background task."""
+        config = self.config
+        await self.store.upgrade()
+        desks = await make_desks(config, self.store, self._now)
+        self.mailer, self.desk, self.support_desk = desks.mailer, desks.desk, desks.support
+        support = desks.addresses
+
+        handler = SupportHandler(self.desk, support, on_accepted=self._wake_worker)
+        self._smtp_server = await start_smtp_server(
+            handler,
+            host=config.smtp.host,
+            port=config.smtp.port,
+            data_size_limit=config.smtp.max_message_bytes,
+        )
+        self.smtp_address = self._smtp_server.sockets[0].getsockname()[:2]
+        log.info("SMTP listening on %s:%d for %s", *self.smtp_address,
+                 ", ".join(support.addresses))
+
+        app = make_web_app(self.store, access_token=config.web.access_token, now=self._now)
+        self._web_runner = web.AppRunner(app, access_log=None)
+        await self._web_runner.setup()
+        site = web.TCPSite(self._web_runner, config.web.host, config.web.port)
+        await site.start()
+        self.web_address = tuple(self._web_runner.addresses[0][:2])
+        log.info("HTTP listening on http://%s:%d/", *self.web_address)
+
+        self.worker = OutboxWorker(
+            store=self.store,
+            transport=outbound.transport_from_config(config.outbound),
+            max_attempts=config.outbound.max_attempts,
+            retry_base_seconds=config.outbound.retry_base_seconds,
+            retry_max_seconds=config.outbound.retry_max_seconds,
+            now=self._now,
+        )
+        if self._background:
+            self._tasks.append(asyncio.create_task(self.worker.run(), name="outbox"))
+        target = (
+            f"relay {config.outbound.relay_host}:{config.outbound.relay_port}"
+            if config.outbound.relay_host
+            else f"Maildir {config.outbound.maildir}"
+        )
+        log.info("outbound mail goes to %s", target)
+
+    async def stop(self) -> None:
+        """Stop listening, finish background tasks and close the store."""
+        if self._smtp_server is not None:
+            self._smtp_server.close()
+            await self._smtp_server.wait_closed()
+        if self._web_runner is not None:
+            await self._web_runner.cleanup()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.store.close()
+        log.info("gateway stopped")
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT or SIGTERM."""
+        await self.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        try:
+            await stopping.wait()
+        finally:
+            await self.stop()
+
+    def _wake_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+
+@dataclass(frozen=True)
+class Desks:
+    """The ticket operations, wired to one store and one outbox."""
+
+    store: Store
+    addresses: SupportAddresses
+    mailer: NoticeMailer
+    desk: Desk
+    support: SupportDesk
+    # Channels that mirror tickets (Slack) add their listeners here.
+    events: EventFanout
+
+
+async def make_desks(config: Config, store: Store, now: Callable[[], datetime]) -> Desks:
+    """Build the desk for inbound mail and the support operations on STORE."""
+    support = SupportAddresses.of(config.smtp.support_addresses)
+    signer = ReplySigner(await reply_signing_key(config, store), support)
+    mailer = NoticeMailer(
+        settings=MailerSettings(
+            sender_address=config.sender_address,
+            sender_name=config.outbound.from_name,
+        ),
+        signer=signer,
+        compose=outbound.compose_email,
+        make_message_id=outbound.make_message_id,
+        is_own_address=support.is_own,
+    )
+    events = EventFanout()
+    desk = Desk(
+        store=store,
+        events=events,
+        settings=DeskSettings(
+            support=support,
+            register_unknown_senders=config.smtp.register_unknown_senders,
+        ),
+        signer=signer,
+        mailer=mailer,
+        parse=parse_mail,
+        now=now,
+    )
+    support_desk = SupportDesk(store=store, mailer=mailer, events=events, now=now)
+    return Desks(store, support, mailer, desk, support_desk, events)
+
+
+async def reply_signing_key(config: Config, store: Store) -> bytes:
+    """Return the configured reply-signing key, or the one kept in the database."""
+    configured = config.security.reply_signing_key
+    if configured:
+        return configured.encode()
+    async with store.write() as tx:
+        key = await tx.get_or_create_setting(REPLY_KEY_SETTING, lambda: secrets.token_hex(32))
+    return key.encode()
+
+
+def check_listen_addresses(config: Config) -> None:
+    """Raise ConfigError when the web server would be public without a token."""
+    if not is_loopback(config.web.host) and not config.web.access_token:
+        raise ConfigError(
+            f"web.host is {config.web.host}, which other machines can reach, but "
+            "web.access_token is not set; set it (or GATEWAY_WEB_ACCESS_TOKEN) or "
+            "listen on 127.0.0.1."
+        )

@@ -1,0 +1,444 @@
+"""The desk, which applies inbound email to tickets and queues notices in reply."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from gateway import addresses, fields, intake, rules
+from gateway.addresses import ReplySigner, SupportAddresses
+from gateway.attachments import check_attachments
+from gateway.errors import DuplicateDelivery, StorageUnavailable
+from gateway.events import NoEvents, TicketEvents
+from gateway.mailer import NoticeMailer
+from gateway.model import AttachmentProblem, Builder, ParsedMail, TicketState
+from gateway.notices import NoticeRenderer, ticket_subject
+from gateway.reply_text import extract_reply
+
+log = logging.getLogger(__name__)
+
+_SUBJECT_TICKET = re.compile(r"\[#(\d{1,12})\]")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as the SMTP server received it."""
+
+    raw: bytes
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    peer: str = ""
+    # Set when support reprocesses a stored message instead of a new arrival.
+    inbound_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one delivery and the SMTP reply that reports it."""
+
+    code: int
+    enhanced: str
+    text: str
+    outcome: str
+    ticket_number: int | None = None
+
+    @property
+    def smtp_reply(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+@dataclass(frozen=True)
+class DeskSettings:
+    """The parts of the configuration that the desk reads."""
+
+    support: SupportAddresses
+    register_unknown_senders: bool = False
+
+
+@dataclass(frozen=True)
+class _Match:
+    ticket: TicketState
+    how: str
+
+
+UNKNOWN_SENDER = Verdict(
+    550,
+    "5.7.1",
+    "This address has no builder account with support; write from the email "
+    "address of your account.",
+    "rejected_unknown_sender",
+)
+
+
+class Desk:
+    """Applies inbound email to tickets and queues the notices that reply to it."""
+
+    def __init__(
+        self,
+        *,
+        store: Any,
+        settings: DeskSettings,
+        signer: ReplySigner,
+        mailer: NoticeMailer,
+        parse: Callable[[bytes], ParsedMail],
+        renderer: NoticeRenderer | None = None,
+        events: TicketEvents | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._events: TicketEvents = events or NoEvents()
+        self._settings = settings
+        self._signer = signer
+        self._mailer = mailer
+        self._parse = parse
+        self._renderer = renderer or NoticeRenderer()
+        self._now = now
+
+    async def receive(self, delivery: Delivery) -> Verdict:
+        """Apply one delivered message and return the verdict for the SMTP reply.
+
+        Raises StorageUnavailable when nothing could be stored, so that the
+        caller replies with a temporary failure and the sender tries again.
+        """
+        try:
+            # Parsing a large message takes noticeable CPU; keep it off the loop.
+            mail = await asyncio.to_thread(self._parse, delivery.raw)
+            return await self._apply(delivery, mail)
+        except DuplicateDelivery:
+            log.info("redelivered message %s ignored", _digest(delivery.raw))
+            return Verdict(250, "2.0.0", "Already received", "duplicate")
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("processing failed for a %d-byte message", len(delivery.raw))
+            return await self._keep_failed(delivery, exc)
+
+    async def _apply(self, delivery: Delivery, mail: ParsedMail) -> Verdict:
+        # Identity is the From address; Reply-To never decides who wrote.
+        sender = addresses.identity(mail.from_address)
+        dedupe_key = _dedupe_key(mail, delivery.raw)
+        now = self._now()
+
+        async with self._store.write() as tx:
+            if await tx.find_applied_inbound(dedupe_key) is not None:
+                raise DuplicateDelivery(dedupe_key)
+            inbound_id = delivery.inbound_id
+            if inbound_id is None:
+                inbound_id = await tx.add_inbound(
+                    raw=delivery.raw,
+                    mail_from=delivery.mail_from,
+                    rcpt_tos=delivery.rcpt_tos,
+                    peer=delivery.peer,
+                    message_id=mail.message_id,
+                    outcome="received",
+                    now=now,
+                )
+            step = _Step(tx, mail, inbound_id, dedupe_key, now)
+
+            builder = await tx.find_builder(sender) if sender else None
+            match = await self._find_ticket(tx, delivery, mail, sender)
+            if match is not None and match.ticket.builder.email == sender:
+                return await self._add_reply(step, match)
+
+            if builder is None and self._settings.register_unknown_senders and sender:
+                builder = await tx.upsert_builder(
+                    sender, name=mail.from_name or None, timezone=None, apps=(), now=now
+                )
+                log.info("registered a new builder at %s", sender.rpartition("@")[2])
+            if builder is None:
+                detail = f"{sender or 'an empty From address'} has no builder account"
+                if match is not None:
+                    detail += f"; the message referred to ticket #{match.ticket.number}"
+                await tx.set_inbound_outcome(inbound_id, UNKNOWN_SENDER.outcome, detail=detail)
+                log.warning("rejected a message from an unknown sender at %s",
+                            sender.rpartition("@")[2] or "no domain")
+                return UNKNOWN_SENDER
+            return await self._open_ticket(step, builder, referred=match)
+
+    async def _find_ticket(
+        self, tx: Any, delivery: Delivery, mail: ParsedMail, sender: str
+    ) -> _Match | None:
+        # 1. A signed reply address; a wrong signature matches nothing.
+        for recipient in dict.fromkeys([*delivery.rcpt_tos, *mail.to_addresses,
+                                        *mail.cc_addresses]):
+            number = self._signer.tagged_ticket(recipient)
+            if number is None:
+                continue
+            ticket = await tx.lock_ticket(number)
+            if ticket and self._signer.is_valid(recipient, number, ticket.builder.email):
+                return _Match(ticket, "reply address")
+            log.warning("reply address for #%d has an invalid signature", number)
+
+        # 2. Message-IDs the gateway sent or received, newest first.
+        candidates = [*mail.in_reply_to, *reversed(mail.references)]
+        ticket_id = await tx.ticket_for_message_ids(list(dict.fromkeys(candidates)))
+        if ticket_id is not None:
+            ticket = await tx.lock_ticket_by_id(ticket_id)
+            if ticket is not None:
+                return _Match(ticket, "message id")
+
+        # 3. [#123] in the subject, only from that ticket's own builder.
+        for found in _SUBJECT_TICKET.finditer(mail.subject or ""):
+            ticket = await tx.lock_ticket(int(found.group(1)))
+            if ticket is not None and ticket.builder.email == sender:
+                return _Match(ticket, "subject")
+        return None
+
+    async def _add_reply(self, step: _Step, match: _Match) -> Verdict:
+        ticket = match.ticket
+        tx, mail, now = step.tx, step.mail, step.now
+        if not rules.accepts_builder_replies(ticket.status):
+            return await self._reject_finished(step, ticket)
+
+        checked = check_attachments(mail.attachments)
+        if not checked.ok:
+            return await self._reject_attachments(step, ticket.builder, checked.problems, ticket)
+
+        body = extract_reply(mail.text, mail.html)
+        message_id = await tx.add_message(
+            ticket.id,
+            visibility="public",
+            kind="builder",
+            author=ticket.builder.email,
+            body=body,
+            attachments=checked.accepted,
+            inbound_id=step.inbound_id,
+            now=now,
+        )
+        if mail.message_id:
+            await tx.index_message_id(mail.message_id, ticket.id, outbound=False, now=now)
+        new_status = rules.status_after_builder_reply(ticket.status)
+        if new_status != ticket.status:
+            await tx.update_ticket(ticket.id, status=new_status, now=now)
+            await add_status_event(tx, ticket, new_status, ticket.builder.email, now)
+        else:
+            await tx.update_ticket(ticket.id, now=now)
+        after = await tx.lock_ticket_by_id(ticket.id)
+        await self._events.message_added(tx, after, message_id)
+        if new_status != ticket.status:
+            await self._events.ticket_changed(
+                tx, ticket, after, ticket.builder.email,
+                (f"status {ticket.status} → {new_status}",),
+            )
+        await tx.set_inbound_outcome(
+            step.inbound_id, "reply_added",
+            detail=f"added to #{ticket.number} by {match.how}",
+            ticket_id=ticket.id, dedupe_key=step.dedupe_key,
+        )
+        log.info("reply added to #%d by %s (%d bytes, %d attachments)",
+                 ticket.number, match.how, mail.size_bytes, len(checked.accepted))
+        return Verdict(250, "2.0.0", f"Added to ticket #{ticket.number}", "reply_added",
+                       ticket.number)
+
+    async def _reject_finished(self, step: _Step, ticket: TicketState) -> Verdict:
+        kind = "reply_to_closed" if ticket.status == "closed" else "reply_to_duplicate"
+        support = self._settings.support.primary
+        follow_up = f"Follow-up to #{ticket.number}: {ticket.title}"
+        notice = self._renderer.render(
+            kind,
+            ticket_subject(ticket.number, ticket.title),
+            builder_name=ticket.builder.name,
+            number=ticket.number,
+            title=ticket.title,
+            duplicate_of=ticket.duplicate_of,
+            new_ticket_link=f"mailto:{support}?subject={quote(follow_up)}",
+            support_address=support,
+        )
+        await self._mailer.queue(step.tx, ticket.builder, notice, now=step.now,
+                                 ticket=ticket, answering=step.mail)
+        await step.tx.set_inbound_outcome(
+            step.inbound_id, f"rejected_{ticket.status}",
+            detail=f"#{ticket.number} is {ticket.status}; reply not added",
+            ticket_id=ticket.id, dedupe_key=step.dedupe_key,
+        )
+        log.info("reply to %s ticket #%d not added", ticket.status, ticket.number)
+        return Verdict(250, "2.0.0", f"Received; ticket #{ticket.number} is {ticket.status} "
+                       "and takes no replies, see the notice sent to you",
+                       f"rejected_{ticket.status}", ticket.number)
+
+    async def _open_ticket(
+        self, step: _Step, builder: Builder, *, referred: _Match | None
+    ) -> Verdict:
+        tx, mail, now = step.tx, step.mail, step.now
+        checked = check_attachments(mail.attachments)
+        if not checked.ok:
+            return await self._reject_attachments(step, builder, checked.problems, None)
+
+        found = intake.read_intake(mail.subject, mail.text, builder)
+        problem = intake.title_problem(found.title) or intake.description_problem(
+            found.description
+        )
+        if problem is not None:
+            return await self._reject_title(step, builder, found.title, problem)
+
+        ticket_id, number = await tx.create_ticket(
+            builder=builder,
+            title=found.title,
+            description=found.description,
+            app=found.app,
+            category=found.category,
+            severity=found.severity,
+            now=now,
+        )
+        first_message_id = await tx.add_message(
+            ticket_id,
+            visibility="public",
+            kind="builder",
+            author=builder.email,
+            body=found.description,
+            attachments=checked.accepted,
+            inbound_id=step.inbound_id,
+            now=now,
+        )
+        if referred is not None:
+            # The other ticket belongs to someone else: name it to support only.
+            await tx.add_message(
+                ticket_id,
+                visibility="internal",
+                kind="system",
+                author="gateway",
+                body=f"This message referred to ticket #{referred.ticket.number} "
+                f"(matched by {referred.how}), which belongs to another builder, "
+                "so it was opened as a new ticket.",
+                now=now,
+            )
+        if mail.message_id:
+            await tx.index_message_id(mail.message_id, ticket_id, outbound=False, now=now)
+        await tx.set_inbound_outcome(
+            step.inbound_id, "ticket_created", detail=f"opened #{number}",
+            ticket_id=ticket_id, dedupe_key=step.dedupe_key,
+        )
+
+        ticket = await tx.lock_ticket_by_id(ticket_id)
+        await self._events.ticket_opened(tx, ticket, first_message_id)
+        notice = self._renderer.render(
+            "ticket_opened",
+            ticket_subject(number, found.title),
+            builder_name=builder.name,
+            number=number,
+            title=found.title,
+            app_name=found.app.name if found.app else None,
+            category=found.category,
+            severity=found.severity,
+            status="new",
+            attachment_count=len(checked.accepted),
+            notes=found.notes,
+        )
+        await self._mailer.queue(tx, builder, notice, now=now, ticket=ticket, answering=mail)
+        log.info("ticket #%d opened (%d bytes, %d attachments)",
+                 number, mail.size_bytes, len(checked.accepted))
+        return Verdict(250, "2.0.0", f"Ticket #{number} opened", "ticket_created", number)
+
+    async def _reject_attachments(
+        self,
+        step: _Step,
+        builder: Builder,
+        problems: tuple[AttachmentProblem, ...],
+        ticket: TicketState | None,
+    ) -> Verdict:
+        subject = intake.clean_title(step.mail.subject)
+        await step.tx.set_inbound_outcome(
+            step.inbound_id,
+            "rejected_attachments",
+            detail="; ".join(f"{p.filename}: {p.rule}" for p in problems),
+            ticket_id=ticket.id if ticket else None,
+            dedupe_key=step.dedupe_key,
+        )
+        notice = self._renderer.render(
+            "attachments_rejected",
+            ticket_subject(ticket.number, ticket.title) if ticket
+            else f"Not accepted: {subject or 'your message'}",
+            builder_name=builder.name,
+            subject=subject,
+            problems=problems,
+        )
+        await self._mailer.queue(step.tx, builder, notice, now=step.now, ticket=ticket,
+                                 answering=step.mail)
+        log.info("message %s rejected for %d attachment problems",
+                 step.mail.message_id, len(problems))
+        return Verdict(250, "2.0.0", "Received, but the attachments were not accepted; "
+                       "see the notice sent to you", "rejected_attachments")
+
+    async def _reject_title(
+        self, step: _Step, builder: Builder, title: str, problem: str
+    ) -> Verdict:
+        await step.tx.set_inbound_outcome(
+            step.inbound_id, "rejected_title", detail=problem, dedupe_key=step.dedupe_key
+        )
+        notice = self._renderer.render(
+            "title_rejected",
+            f"Not accepted: {title or 'your message'}",
+            builder_name=builder.name,
+            problem=problem,
+            example=intake.GOOD_TITLE_EXAMPLE,
+            min_title_chars=intake.MIN_TITLE_CHARS,
+        )
+        await self._mailer.queue(step.tx, builder, notice, now=step.now, answering=step.mail)
+        log.info("message %s rejected: %s", step.mail.message_id, problem)
+        return Verdict(250, "2.0.0", "Received, but no ticket was opened; see the notice "
+                       "sent to you", "rejected_title")
+
+    async def _keep_failed(self, delivery: Delivery, error: Exception) -> Verdict:
+        # Kept as a failed record for `inbound retry`; the sender gets 250
+        # because sending the same bytes again would fail the same way.
+        detail = f"{type(error).__name__}: {error}"[:2000]
+        async with self._store.write() as tx:
+            inbound_id = delivery.inbound_id
+            if inbound_id is None:
+                inbound_id = await tx.add_inbound(
+                    raw=delivery.raw,
+                    mail_from=delivery.mail_from,
+                    rcpt_tos=delivery.rcpt_tos,
+                    peer=delivery.peer,
+                    message_id=None,
+                    outcome="failed",
+                    detail=detail,
+                    now=self._now(),
+                )
+            else:
+                await tx.set_inbound_outcome(inbound_id, "failed", detail=detail)
+        log.error("message kept as failed inbound record %d", inbound_id)
+        return Verdict(250, "2.0.0", "Received; kept for support to review", "failed")
+
+
+@dataclass(frozen=True)
+class _Step:
+    tx: Any
+    mail: ParsedMail
+    inbound_id: int
+    dedupe_key: str
+    now: datetime
+
+
+async def add_status_event(
+    tx: Any, ticket: TicketState, new_status: str, actor: str, now: datetime
+) -> None:
+    """Record a status change in the ticket's conversation, for support."""
+    old_label = fields.status_label(ticket.status)
+    new_label = fields.status_label(new_status)
+    await tx.add_message(
+        ticket.id,
+        visibility="internal",
+        kind="system",
+        author=actor,
+        body=f"Status changed from {ticket.status} ({old_label}) to {new_status} "
+        f"({new_label}) by {actor}.",
+        now=now,
+    )
+
+
+def _dedupe_key(mail: ParsedMail, raw: bytes) -> str:
+    if mail.message_id:
+        return f"message-id:{mail.message_id}"[:1000]
+    return f"sha256:{_digest(raw)}"
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()

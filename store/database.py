@@ -1,0 +1,80 @@
+"""Engine setup: driver choice, SQLite durability settings and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def async_url(url: str) -> URL:
+    """Return URL with the async driver the gateway uses for its dialect."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database backend {backend!r}")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Create the async engine, with SQLite set up for durable, serialised writes."""
+    target = async_url(url)
+    if target.get_backend_name() != "sqlite":
+        return create_async_engine(target, pool_pre_ping=True, pool_size=10)
+
+    if target.database and target.database != ":memory:":
+        Path(target.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(target, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    # The sqlite3 module's own transaction handling starts transactions late and
+    # as DEFERRED, so two processes doing read-modify-write lose updates silently.
+    # Take control of BEGIN and open every write transaction with BEGIN IMMEDIATE.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a 250 reply promises that the message survives a power loss.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def upgrade_schema(url: str) -> None:
+    """Apply every Alembic migration to the database at URL."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url
+    # "heads": feature branches of the migration history are each applied.
+    command.upgrade(config, "heads")
+    log.info("database schema is up to date (%s)", make_url(url).get_backend_name())
+
+
+async def upgrade_schema_async(url: str) -> None:
+    """Apply the migrations from async code without blocking the event loop."""
+    await asyncio.to_thread(upgrade_schema, url)

@@ -1,0 +1,235 @@
+"""Tables of the ticket store, as SQLAlchemy 2 declarative models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back as an aware datetime."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC time")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Counter(Base):
+    """A named counter, such as the next ticket number, updated under a row lock."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class SettingRow(Base):
+    """A value shared by every gateway instance, such as the reply-signing key."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class BuilderRow(Base):
+    __tablename__ = "builders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Lowercased, without a +tag: the identity that inbound mail is matched on.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AppRow(Base):
+    __tablename__ = "apps"
+    __table_args__ = (UniqueConstraint("builder_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    builder_id: Mapped[int] = mapped_column(ForeignKey("builders.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    uri: Mapped[str] = mapped_column(String(2000), default="")
+
+
+class TicketRow(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        Index("ix_tickets_last_activity", "last_activity_at", "id"),
+        Index("ix_tickets_status_activity", "status", "last_activity_at"),
+        Index("ix_tickets_category_activity", "category", "last_activity_at"),
+        Index("ix_tickets_severity_activity", "severity", "last_activity_at"),
+        Index("ix_tickets_app_activity", "app_name", "last_activity_at"),
+        Index("ix_tickets_builder_activity", "builder_id", "last_activity_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, unique=True)
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str] = mapped_column(Text)
+    builder_id: Mapped[int] = mapped_column(ForeignKey("builders.id"))
+    # Snapshot of the app at creation; both None for an account-level issue.
+    app_name: Mapped[str | None] = mapped_column(String(200))
+    app_uri: Mapped[str | None] = mapped_column(String(2000))
+    category: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(10))
+    priority: Mapped[str] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(30))
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    resolution_summary: Mapped[str | None] = mapped_column(Text)
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_activity_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status_changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class MessageRow(Base):
+    """One entry of a conversation: a public message, an internal note or an event."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_ticket", "ticket_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    # public: the builder may see it; internal: support only.
+    visibility: Mapped[str] = mapped_column(String(10))
+    # builder, support or system.
+    kind: Mapped[str] = mapped_column(String(10))
+    author: Mapped[str] = mapped_column(String(320))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+
+
+class BlobRow(Base):
+    """Attachment bytes, stored once per distinct SHA-256."""
+
+    __tablename__ = "blobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AttachmentRow(Base):
+    __tablename__ = "attachments"
+    __table_args__ = (Index("ix_attachments_message", "message_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id"))
+    # Display name only; the stored key is the generated blob id, never this name.
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+
+
+class InboundRow(Base):
+    """A received email: its raw bytes and what the gateway did with it."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (Index("ix_inbound_received", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    mail_from: Mapped[str] = mapped_column(String(320))
+    rcpt_tos: Mapped[str] = mapped_column(Text)
+    peer: Mapped[str] = mapped_column(String(100), default="")
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    raw_sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Set only once the message was applied, so a redelivery is recognised.
+    dedupe_key: Mapped[str | None] = mapped_column(String(1000), unique=True)
+    outcome: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+
+
+class MailIndexRow(Base):
+    """Every Message-ID the gateway sent or received, with its ticket."""
+
+    __tablename__ = "mail_index"
+
+    message_id: Mapped[str] = mapped_column(String(998), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    outbound: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class NoticeLogRow(Base):
+    """A notice sent to an address, kept to rate-limit notices per recipient."""
+
+    __tablename__ = "notice_log"
+    __table_args__ = (Index("ix_notice_log_recipient", "recipient", "sent_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(40))
+    sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OutboxRow(Base):
+    """A message waiting to leave, claimed by one worker at a time."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    kind: Mapped[str] = mapped_column(String(40))
+    sender: Mapped[str] = mapped_column(String(320))
+    recipient: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # pending, sent or failed.
+    state: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

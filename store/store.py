@@ -1,0 +1,807 @@
+"""The Store: opens transactions and offers the queries the gateway needs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import aliased
+
+from gateway import fields
+from gateway.errors import DuplicateDelivery, StorageUnavailable
+from gateway.model import (
+    App,
+    AttachmentInfo,
+    Builder,
+    CheckedAttachment,
+    InboundView,
+    MessageView,
+    OutgoingEmail,
+    TicketDetail,
+    TicketFilter,
+    TicketPage,
+    TicketState,
+    TicketSummary,
+)
+from store.database import create_engine, upgrade_schema_async
+from store.models import (
+    AppRow,
+    AttachmentRow,
+    BlobRow,
+    BuilderRow,
+    Counter,
+    InboundRow,
+    NoticeLogRow,
+    SettingRow,
+    MailIndexRow,
+    MessageRow,
+    OutboxRow,
+    TicketRow,
+)
+
+log = logging.getLogger(__name__)
+
+TICKET_COUNTER = "ticket_number"
+
+
+class Store:
+    """The ticket store behind one SQLAlchemy async engine."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine = create_engine(url)
+        self.dialect = self._engine.dialect.name
+        self._write_engine = self._engine.execution_options(sqlite_begin="IMMEDIATE")
+
+    async def upgrade(self) -> None:
+        """Bring the schema up to the newest migration."""
+        await upgrade_schema_async(self.url)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Transaction]:
+        """Open a read-only transaction."""
+        async with AsyncSession(self._engine, expire_on_commit=False) as session:
+            try:
+                yield Transaction(session, self.dialect)
+            except OperationalError as exc:
+                raise StorageUnavailable(f"database read failed: {exc.orig}") from exc
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Transaction]:
+        """Open a write transaction (BEGIN IMMEDIATE on SQLite) and commit it at the end."""
+        async with AsyncSession(self._write_engine, expire_on_commit=False) as session:
+            try:
+                async with session.begin():
+                    yield Transaction(session, self.dialect)
+            except DuplicateDelivery:
+                raise
+            except IntegrityError:
+                raise
+            except SQLAlchemyError as exc:
+                raise StorageUnavailable(f"database write failed: {exc}") from exc
+
+    async def ping(self) -> bool:
+        """Return True when the database responds to a trivial query."""
+        try:
+            async with self.read() as tx:
+                await tx.session.execute(select(1))
+            return True
+        except (StorageUnavailable, SQLAlchemyError, OSError):
+            return False
+
+
+class Transaction:
+    """The queries of one open transaction."""
+
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
+        self.session = session
+        self.dialect = dialect
+
+    # Builders
+
+    async def upsert_builder(
+        self,
+        email: str,
+        *,
+        name: str | None,
+        timezone: str | None,
+        apps: Sequence[App],
+        now: datetime,
+    ) -> Builder:
+        """Create a builder or update its name, time zone and apps."""
+        row = await self._builder_row(email)
+        if row is None:
+            row = BuilderRow(email=email, name=name or "", timezone=timezone or "UTC",
+                             created_at=now)
+            self.session.add(row)
+            await self.session.flush()
+        else:
+            if name is not None:
+                row.name = name
+            if timezone is not None:
+                row.timezone = timezone
+        existing = {
+            app.name: app
+            for app in await self.session.scalars(
+                select(AppRow).where(AppRow.builder_id == row.id)
+            )
+        }
+        for app in apps:
+            if app.name in existing:
+                existing[app.name].uri = app.uri
+            else:
+                self.session.add(AppRow(builder_id=row.id, name=app.name, uri=app.uri))
+        await self.session.flush()
+        found = await self.find_builder(email)
+        assert found is not None
+        return found
+
+    async def find_builder(self, email: str) -> Builder | None:
+        """Return the builder with this normalised address, or None."""
+        row = await self._builder_row(email)
+        if row is None:
+            return None
+        apps = await self.session.scalars(
+            select(AppRow).where(AppRow.builder_id == row.id).order_by(AppRow.name)
+        )
+        return _builder(row, [App(a.name, a.uri) for a in apps])
+
+    async def list_builders(self) -> list[Builder]:
+        """Return every builder with its apps, by email."""
+        rows = list(await self.session.scalars(select(BuilderRow).order_by(BuilderRow.email)))
+        apps: dict[int, list[App]] = {}
+        for app in await self.session.scalars(select(AppRow).order_by(AppRow.name)):
+            apps.setdefault(app.builder_id, []).append(App(app.name, app.uri))
+        return [_builder(row, apps.get(row.id, [])) for row in rows]
+
+    async def _builder_row(self, email: str) -> BuilderRow | None:
+        return await self.session.scalar(select(BuilderRow).where(BuilderRow.email == email))
+
+    # Settings
+
+    async def get_or_create_setting(self, name: str, make_value: Callable[[], str]) -> str:
+        """Return a stored setting, storing make_value() first when it is missing."""
+        value = await self.session.scalar(select(SettingRow.value).where(SettingRow.name == name))
+        if value is not None:
+            return value
+        try:
+            async with self.session.begin_nested():
+                self.session.add(SettingRow(name=name, value=make_value()))
+                await self.session.flush()
+        except IntegrityError:
+            pass
+        value = await self.session.scalar(select(SettingRow.value).where(SettingRow.name == name))
+        assert value is not None
+        return value
+
+    # Inbound mail
+
+    async def add_inbound(
+        self,
+        *,
+        raw: bytes,
+        mail_from: str,
+        rcpt_tos: Sequence[str],
+        peer: str,
+        message_id: str | None,
+        outcome: str,
+        detail: str = "",
+        now: datetime,
+    ) -> int:
+        """Store a received message's raw bytes and first outcome; return its id."""
+        row = InboundRow(
+            received_at=now,
+            mail_from=mail_from,
+            rcpt_tos="\n".join(rcpt_tos),
+            peer=peer,
+            message_id=message_id,
+            raw_sha256=hashlib.sha256(raw).hexdigest(),
+            size_bytes=len(raw),
+            raw=raw,
+            outcome=outcome,
+            detail=detail,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row.id
+
+    async def find_applied_inbound(self, dedupe_key: str) -> int | None:
+        """Return the id of the inbound message already applied under this key."""
+        return await self.session.scalar(
+            select(InboundRow.id).where(InboundRow.dedupe_key == dedupe_key)
+        )
+
+    async def set_inbound_outcome(
+        self,
+        inbound_id: int,
+        outcome: str,
+        *,
+        detail: str = "",
+        ticket_id: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> None:
+        """Record what became of an inbound message."""
+        values: dict[str, object] = {"outcome": outcome, "detail": detail, "ticket_id": ticket_id}
+        if dedupe_key is not None:
+            values["dedupe_key"] = dedupe_key
+        await self.session.execute(
+            update(InboundRow).where(InboundRow.id == inbound_id).values(**values)
+        )
+        if dedupe_key is not None:
+            try:
+                await self.session.flush()
+            except IntegrityError as exc:
+                raise DuplicateDelivery(dedupe_key) from exc
+
+    async def get_inbound_raw(self, inbound_id: int) -> tuple[InboundView, bytes | None] | None:
+        """Return one inbound record and its raw bytes, or None."""
+        row = await self.session.get(InboundRow, inbound_id)
+        if row is None:
+            return None
+        number = None
+        if row.ticket_id is not None:
+            number = await self.session.scalar(
+                select(TicketRow.number).where(TicketRow.id == row.ticket_id)
+            )
+        return _inbound(row, number), row.raw
+
+    async def inbound_recipients(self, inbound_id: int) -> tuple[str, ...]:
+        """Return the envelope recipients of one inbound message."""
+        value = await self.session.scalar(
+            select(InboundRow.rcpt_tos).where(InboundRow.id == inbound_id)
+        )
+        return tuple(line for line in (value or "").split("\n") if line)
+
+    async def list_inbound(
+        self, *, limit: int = 50, outcome: str | None = None
+    ) -> list[InboundView]:
+        """Return recent inbound records, newest first."""
+        query = (
+            select(InboundRow, TicketRow.number)
+            .outerjoin(TicketRow, TicketRow.id == InboundRow.ticket_id)
+            .order_by(InboundRow.id.desc())
+            .limit(limit)
+        )
+        if outcome:
+            query = query.where(InboundRow.outcome == outcome)
+        rows = await self.session.execute(query)
+        return [_inbound(row, number) for row, number in rows]
+
+    # Tickets
+
+    async def create_ticket(
+        self,
+        *,
+        builder: Builder,
+        title: str,
+        description: str,
+        app: App | None,
+        category: str,
+        severity: str,
+        now: datetime,
+    ) -> tuple[int, int]:
+        """Create a ticket with the next number; return (id, number)."""
+        number = await self._next_number()
+        row = TicketRow(
+            number=number,
+            title=title,
+            description=description,
+            builder_id=builder.id,
+            app_name=app.name if app else None,
+            app_uri=app.uri if app else None,
+            category=category,
+            severity=severity,
+            priority=fields.PRIORITY_FOR_SEVERITY[severity],
+            status="new",
+            created_at=now,
+            last_activity_at=now,
+            status_changed_at=now,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row.id, number
+
+    async def _next_number(self) -> int:
+        # One counter row, updated under its row lock: numbers stay unique and
+        # increasing with several writers, on SQLite and PostgreSQL alike.
+        value = await self.session.scalar(
+            update(Counter)
+            .where(Counter.name == TICKET_COUNTER)
+            .values(value=Counter.value + 1)
+            .returning(Counter.value)
+        )
+        if value is None:
+            raise StorageUnavailable("the ticket number counter is missing; run `db upgrade`")
+        return int(value)
+
+    async def add_message(
+        self,
+        ticket_id: int,
+        *,
+        visibility: str,
+        kind: str,
+        author: str,
+        body: str,
+        now: datetime,
+        attachments: Iterable[CheckedAttachment] = (),
+        inbound_id: int | None = None,
+    ) -> int:
+        """Add a conversation entry with its attachments; return its id."""
+        message = MessageRow(
+            ticket_id=ticket_id,
+            visibility=visibility,
+            kind=kind,
+            author=author,
+            body=body,
+            created_at=now,
+            inbound_id=inbound_id,
+        )
+        self.session.add(message)
+        await self.session.flush()
+        for attachment in attachments:
+            blob_id = await self._store_blob(attachment)
+            self.session.add(
+                AttachmentRow(
+                    message_id=message.id,
+                    blob_id=blob_id,
+                    filename=attachment.filename,
+                    content_type=attachment.content_type,
+                )
+            )
+        await self.session.flush()
+        return message.id
+
+    async def _store_blob(self, attachment: CheckedAttachment) -> int:
+        existing = await self.session.scalar(
+            select(BlobRow.id).where(BlobRow.sha256 == attachment.sha256)
+        )
+        if existing is not None:
+            return existing
+        # Another transaction may add the same bytes at once; a savepoint keeps
+        # this one alive when the unique key shows the blob is already there.
+        try:
+            async with self.session.begin_nested():
+                blob = BlobRow(
+                    sha256=attachment.sha256,
+                    size_bytes=len(attachment.data),
+                    data=attachment.data,
+                )
+                self.session.add(blob)
+                await self.session.flush()
+                return blob.id
+        except IntegrityError:
+            found = await self.session.scalar(
+                select(BlobRow.id).where(BlobRow.sha256 == attachment.sha256)
+            )
+            assert found is not None
+            return found
+
+    async def index_message_id(
+        self, message_id: str, ticket_id: int, *, outbound: bool, now: datetime
+    ) -> None:
+        """Remember which ticket a Message-ID belongs to, unless it is known already."""
+        known = await self.session.get(MailIndexRow, message_id)
+        if known is None:
+            self.session.add(
+                MailIndexRow(
+                    message_id=message_id, ticket_id=ticket_id, outbound=outbound,
+                    created_at=now,
+                )
+            )
+            await self.session.flush()
+
+    async def lock_ticket(self, number: int) -> TicketState | None:
+        """Return a ticket's state and hold its row lock until the transaction ends."""
+        row = await self.session.scalar(
+            select(TicketRow).where(TicketRow.number == number).with_for_update()
+        )
+        if row is None:
+            return None
+        return await self._state(row)
+
+    async def lock_ticket_by_id(self, ticket_id: int) -> TicketState | None:
+        """Return a ticket's state by id and hold its row lock."""
+        row = await self.session.scalar(
+            select(TicketRow).where(TicketRow.id == ticket_id).with_for_update()
+        )
+        if row is None:
+            return None
+        return await self._state(row)
+
+    async def _state(self, row: TicketRow) -> TicketState:
+        builder_row = await self.session.get(BuilderRow, row.builder_id)
+        assert builder_row is not None
+        apps = await self.session.scalars(
+            select(AppRow).where(AppRow.builder_id == builder_row.id).order_by(AppRow.name)
+        )
+        duplicate_of = None
+        if row.duplicate_of_id is not None:
+            duplicate_of = await self.session.scalar(
+                select(TicketRow.number).where(TicketRow.id == row.duplicate_of_id)
+            )
+        return TicketState(
+            id=row.id,
+            number=row.number,
+            title=row.title,
+            status=row.status,
+            category=row.category,
+            severity=row.severity,
+            priority=row.priority,
+            assignee=row.assignee,
+            resolution_summary=row.resolution_summary,
+            duplicate_of=duplicate_of,
+            app_name=row.app_name,
+            builder=_builder(builder_row, [App(a.name, a.uri) for a in apps]),
+        )
+
+    async def update_ticket(
+        self,
+        ticket_id: int,
+        *,
+        now: datetime,
+        status: str | None = None,
+        duplicate_of: int | None = None,
+        **values: object,
+    ) -> None:
+        """Change a ticket's fields and mark activity; a status change is timestamped."""
+        changes: dict[str, object] = {"last_activity_at": now, **values}
+        if status is not None:
+            changes.update(status=status, status_changed_at=now)
+        if duplicate_of is not None:
+            changes["duplicate_of_id"] = await self.session.scalar(
+                select(TicketRow.id).where(TicketRow.number == duplicate_of)
+            )
+        await self.session.execute(
+            update(TicketRow).where(TicketRow.id == ticket_id).values(**changes)
+        )
+
+    async def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
+        """Return the ticket of the first Message-ID in MESSAGE_IDS that is indexed."""
+        if not message_ids:
+            return None
+        rows = await self.session.execute(
+            select(MailIndexRow.message_id, MailIndexRow.ticket_id).where(
+                MailIndexRow.message_id.in_(list(message_ids))
+            )
+        )
+        found = {message_id: ticket_id for message_id, ticket_id in rows}
+        for message_id in message_ids:
+            if message_id in found:
+                return found[message_id]
+        return None
+
+    async def thread_message_ids(self, ticket_id: int, *, limit: int = 20) -> list[str]:
+        """Return the newest LIMIT Message-IDs of a ticket, oldest first."""
+        rows = await self.session.scalars(
+            select(MailIndexRow.message_id)
+            .where(MailIndexRow.ticket_id == ticket_id)
+            .order_by(MailIndexRow.created_at.desc(), MailIndexRow.message_id.desc())
+            .limit(limit)
+        )
+        return list(reversed(list(rows)))
+
+    async def ticket_number_exists(self, number: int) -> bool:
+        found = await self.session.scalar(select(TicketRow.id).where(TicketRow.number == number))
+        return found is not None
+
+    async def count_notices(self, recipient: str, *, since: datetime, kind: str | None = None) -> int:
+        """Return how many notices went to RECIPIENT since a time, of one kind or all."""
+        query = select(func.count()).select_from(NoticeLogRow).where(
+            NoticeLogRow.recipient == recipient, NoticeLogRow.sent_at >= since
+        )
+        if kind is not None:
+            query = query.where(NoticeLogRow.kind == kind)
+        return await self.session.scalar(query) or 0
+
+    async def log_notice(self, recipient: str, kind: str, *, now: datetime) -> None:
+        """Record that a notice went to RECIPIENT."""
+        self.session.add(NoticeLogRow(recipient=recipient, kind=kind, sent_at=now))
+        await self.session.flush()
+
+    async def list_tickets(
+        self, where: TicketFilter, *, page: int = 1, per_page: int = 50
+    ) -> TicketPage:
+        """Return one page of tickets, newest activity first, with the desk's counts."""
+        counts = await self._status_counts()
+        label_counts = {label: 0 for label in fields.BUILDER_LABELS}
+        for status, count in counts.items():
+            label_counts[fields.status_label(status)] += count
+        total = sum(counts.values())
+        open_count = sum(c for s, c in counts.items() if s in fields.OPEN_STATUSES)
+
+        conditions = self._filter_conditions(where)
+        matched = await self.session.scalar(
+            select(func.count()).select_from(TicketRow).join(BuilderRow).where(*conditions)
+        ) or 0
+        rows = await self.session.execute(
+            select(TicketRow, BuilderRow)
+            .join(BuilderRow, BuilderRow.id == TicketRow.builder_id)
+            .where(*conditions)
+            .order_by(TicketRow.last_activity_at.desc(), TicketRow.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+        tickets = tuple(_summary(ticket, builder) for ticket, builder in rows)
+        return TicketPage(
+            total=total,
+            open=open_count,
+            label_counts=label_counts,
+            matched=matched,
+            page=page,
+            per_page=per_page,
+            tickets=tickets,
+        )
+
+    async def _status_counts(self) -> dict[str, int]:
+        rows = await self.session.execute(
+            select(TicketRow.status, func.count()).group_by(TicketRow.status)
+        )
+        return {status: count for status, count in rows}
+
+    def _filter_conditions(self, where: TicketFilter) -> list[object]:
+        conditions: list[object] = []
+        if where.status:
+            if where.status in fields.BUILDER_LABELS:
+                conditions.append(TicketRow.status.in_(fields.statuses_with_label(where.status)))
+            elif where.status == "open":
+                # "open" as a filter means every status that is not finished.
+                conditions.append(TicketRow.status.in_(sorted(fields.OPEN_STATUSES)))
+            else:
+                conditions.append(TicketRow.status == where.status)
+        if where.category:
+            conditions.append(TicketRow.category == where.category)
+        if where.severity:
+            conditions.append(TicketRow.severity == where.severity)
+        if where.app:
+            if where.app == fields.ACCOUNT_LEVEL_APP:
+                conditions.append(TicketRow.app_name.is_(None))
+            else:
+                conditions.append(TicketRow.app_name == where.app)
+        if where.builder:
+            conditions.append(BuilderRow.email == where.builder.lower())
+        return conditions
+
+    async def get_ticket(self, number: int) -> TicketDetail | None:
+        """Return a whole ticket with its conversation, or None."""
+        found = (
+            await self.session.execute(
+                select(TicketRow, BuilderRow)
+                .join(BuilderRow, BuilderRow.id == TicketRow.builder_id)
+                .where(TicketRow.number == number)
+            )
+        ).first()
+        if found is None:
+            return None
+        ticket, builder = found
+        duplicate_of = None
+        if ticket.duplicate_of_id is not None:
+            other = aliased(TicketRow)
+            duplicate_of = await self.session.scalar(
+                select(other.number).where(other.id == ticket.duplicate_of_id)
+            )
+
+        messages = list(
+            await self.session.scalars(
+                select(MessageRow).where(MessageRow.ticket_id == ticket.id).order_by(MessageRow.id)
+            )
+        )
+        attachments: dict[int, list[AttachmentInfo]] = {}
+        if messages:
+            rows = await self.session.execute(
+                select(AttachmentRow, BlobRow.size_bytes, BlobRow.sha256)
+                .join(BlobRow, BlobRow.id == AttachmentRow.blob_id)
+                .where(AttachmentRow.message_id.in_([m.id for m in messages]))
+                .order_by(AttachmentRow.id)
+            )
+            for attachment, size, sha256 in rows:
+                attachments.setdefault(attachment.message_id, []).append(
+                    AttachmentInfo(
+                        id=attachment.id,
+                        filename=attachment.filename,
+                        content_type=attachment.content_type,
+                        size_bytes=size,
+                        sha256=sha256,
+                    )
+                )
+        inbound = await self.session.execute(
+            select(InboundRow).where(InboundRow.ticket_id == ticket.id).order_by(InboundRow.id)
+        )
+        return TicketDetail(
+            summary=_summary(ticket, builder),
+            description=ticket.description,
+            resolution_summary=ticket.resolution_summary,
+            duplicate_of=duplicate_of,
+            status_changed_at=ticket.status_changed_at,
+            messages=tuple(
+                MessageView(
+                    id=m.id,
+                    visibility=m.visibility,
+                    kind=m.kind,
+                    author=m.author,
+                    body=m.body,
+                    created_at=m.created_at,
+                    attachments=tuple(attachments.get(m.id, ())),
+                )
+                for m in messages
+            ),
+            inbound=tuple(_inbound(row, ticket.number) for row in inbound.scalars()),
+        )
+
+    async def get_attachment(self, attachment_id: int) -> tuple[AttachmentInfo, bytes] | None:
+        """Return one attachment and its bytes, or None."""
+        found = (
+            await self.session.execute(
+                select(AttachmentRow, BlobRow)
+                .join(BlobRow, BlobRow.id == AttachmentRow.blob_id)
+                .where(AttachmentRow.id == attachment_id)
+            )
+        ).first()
+        if found is None:
+            return None
+        attachment, blob = found
+        info = AttachmentInfo(
+            id=attachment.id,
+            filename=attachment.filename,
+            content_type=attachment.content_type,
+            size_bytes=blob.size_bytes,
+            sha256=blob.sha256,
+        )
+        return info, blob.data
+
+    # Outbox
+
+    async def enqueue_email(
+        self,
+        *,
+        kind: str,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        message_id: str | None,
+        ticket_id: int | None,
+        now: datetime,
+    ) -> int:
+        """Put a rendered email in the outbox; return its id."""
+        row = OutboxRow(
+            channel="email",
+            ticket_id=ticket_id,
+            kind=kind,
+            sender=sender,
+            recipient=recipient,
+            message_id=message_id,
+            payload=data,
+            state="pending",
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row.id
+
+    async def claim_due_emails(
+        self, *, worker: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[OutgoingEmail]:
+        """Claim up to LIMIT due outbox emails for WORKER until the lease ends."""
+        due = (
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.channel == "email",
+                OutboxRow.state == "pending",
+                OutboxRow.next_attempt_at <= now,
+                or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
+            )
+            .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(await self.session.scalars(due))
+        if not ids:
+            return []
+        await self.session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(ids))
+            .values(claimed_by=worker, claimed_until=now + lease)
+        )
+        rows = await self.session.scalars(
+            select(OutboxRow).where(OutboxRow.id.in_(ids)).order_by(OutboxRow.id)
+        )
+        return [
+            OutgoingEmail(
+                id=row.id,
+                recipient=row.recipient,
+                sender=row.sender,
+                data=row.payload,
+                attempts=row.attempts,
+            )
+            for row in rows
+        ]
+
+    async def finish_email(
+        self,
+        outbox_id: int,
+        *,
+        worker: str,
+        now: datetime,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> bool:
+        """Record one delivery attempt; return False when the claim was lost."""
+        values: dict[str, object] = {
+            "attempts": OutboxRow.attempts + 1,
+            "claimed_by": None,
+            "claimed_until": None,
+            "last_error": error,
+        }
+        if error is None:
+            values.update(state="sent", sent_at=now)
+        elif retry_at is None:
+            values.update(state="failed")
+        else:
+            values.update(next_attempt_at=retry_at)
+        result = await self.session.execute(
+            update(OutboxRow)
+            .where(
+                and_(
+                    OutboxRow.id == outbox_id,
+                    OutboxRow.claimed_by == worker,
+                    OutboxRow.state == "pending",
+                )
+            )
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """Return the number of outbox rows in each state."""
+        rows = await self.session.execute(
+            select(OutboxRow.state, func.count()).group_by(OutboxRow.state)
+        )
+        return {state: count for state, count in rows}
+
+
+def _builder(row: BuilderRow, apps: Sequence[App]) -> Builder:
+    return Builder(id=row.id, email=row.email, name=row.name, timezone=row.timezone,
+                   apps=tuple(apps))
+
+
+def _summary(ticket: TicketRow, builder: BuilderRow) -> TicketSummary:
+    return TicketSummary(
+        id=ticket.id,
+        number=ticket.number,
+        title=ticket.title,
+        status=ticket.status,
+        status_label=fields.status_label(ticket.status),
+        category=ticket.category,
+        severity=ticket.severity,
+        priority=ticket.priority,
+        app_name=ticket.app_name,
+        app_uri=ticket.app_uri,
+        builder_email=builder.email,
+        builder_name=builder.name,
+        assignee=ticket.assignee,
+        created_at=ticket.created_at,
+        last_activity_at=ticket.last_activity_at,
+    )
+
+
+def _inbound(row: InboundRow, ticket_number: int | None) -> InboundView:
+    return InboundView(
+        id=row.id,
+        received_at=row.received_at,
+        mail_from=row.mail_from,
+        message_id=row.message_id,
+        size_bytes=row.size_bytes,
+        outcome=row.outcome,
+        detail=row.detail,
+        ticket_number=ticket_number,
+    )

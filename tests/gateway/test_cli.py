@@ -1,0 +1,148 @@
+"""The support-gateway command line, run in-process with click's runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import MESSAGES, RunningGateway
+from gateway.cli import cli
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "gateway.db"}"\n'
+        f'[outbound]\nmaildir = "{tmp_path / "outbox"}"\n'
+    )
+    return path
+
+
+def _run(config_file: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--config", str(config_file), *args])
+    return result.exit_code, result.output
+
+
+def test_db_upgrade_creates_schema(config_file: Path, tmp_path: Path) -> None:
+    code, output = _run(config_file, "db", "upgrade")
+
+    assert code == 0, output
+    assert (tmp_path / "gateway.db").exists()
+
+
+def test_builders_add_then_list(config_file: Path) -> None:
+    code, output = _run(
+        config_file, "builders", "add", "Ada@Example.com", "--name", "Ada Lovelace",
+        "--app", "Client Portal=https://portal.example.com", "--timezone", "Europe/London",
+    )
+    assert code == 0, output
+
+    code, output = _run(config_file, "builders", "list")
+
+    assert code == 0
+    assert "ada@example.com\tAda Lovelace\tEurope/London\tClient Portal=https://portal.example.com" in output
+
+
+def test_builders_add_rejects_app_without_uri(config_file: Path) -> None:
+    code, output = _run(config_file, "builders", "add", "ada@example.com", "--app", "Portal")
+
+    assert code != 0
+    assert "NAME=URI" in output
+
+
+def test_builders_add_rejects_bad_email(config_file: Path) -> None:
+    code, output = _run(config_file, "builders", "add", "not-an-address")
+
+    assert code != 0
+    assert "not an email address" in output
+
+
+def test_builders_add_rejects_unknown_timezone(config_file: Path) -> None:
+    code, output = _run(config_file, "builders", "add", "ada@example.com",
+                        "--timezone", "Mars/Olympus")
+
+    assert code != 0
+    assert "Mars/Olympus" in output
+
+
+def test_builders_import_reads_csv(config_file: Path, tmp_path: Path) -> None:
+    csv_path = tmp_path / "builders.csv"
+    csv_path.write_text(
+        "email,name,timezone,apps\n"
+        "ada@example.com,Ada Lovelace,UTC,Client Portal=https://portal.example.com\n"
+        "grace@example.com,Grace Hopper,America/New_York,Fleet=https://fleet.example.com;"
+        "Docs=https://docs.example.com\n"
+    )
+
+    code, output = _run(config_file, "builders", "import", str(csv_path))
+    assert code == 0, output
+    _, listing = _run(config_file, "builders", "list")
+
+    assert "imported 2 builder(s)" in output
+    assert "grace@example.com\tGrace Hopper\tAmerica/New_York\tDocs=https://docs.example.com, Fleet=" in listing
+
+
+def test_builders_import_names_bad_line(config_file: Path, tmp_path: Path) -> None:
+    csv_path = tmp_path / "builders.csv"
+    csv_path.write_text("email,name\nada@example.com,Ada\nnot-an-address,Bob\n")
+
+    code, output = _run(config_file, "builders", "import", str(csv_path))
+
+    assert code != 0
+    assert "line 3" in output
+
+
+def test_unknown_config_key_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[web]\nprot = 1\n")
+
+    code, output = _run(bad, "builders", "list")
+
+    assert code != 0
+    assert "web.prot" in output
+    assert "Traceback" not in output
+
+
+def test_inject_prints_reply_and_tickets_show(ada: RunningGateway, tmp_path: Path) -> None:
+    config_file = tmp_path / "cli.toml"
+    config_file.write_text(
+        f'[database]\nurl = "{ada.gateway.config.database.url}"\n'
+        f"[smtp]\nport = {ada.smtp_port}\n"
+    )
+
+    code, output = _run(config_file, "inject", str(MESSAGES / "gmail_plain_and_html.eml"))
+    assert code == 0, output
+    assert "250 2.0.0 Ticket #1 opened" in output
+
+    code, listing = _run(config_file, "tickets", "list")
+    assert code == 0
+    assert "#1\tIn review\tsev2\tpublished_app\tada@example.com" in listing
+
+    code, shown = _run(config_file, "tickets", "show", "1")
+    assert code == 0
+    assert "Client Portal shows a blank page after login" in shown
+    assert "builder:  Ada Lovelace <ada@example.com>" in shown
+
+
+def test_inject_fails_when_no_gateway_listens(config_file: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    code, output = _run(config_file, "inject", "--port", str(port),
+                        str(MESSAGES / "gmail_plain_and_html.eml"))
+
+    assert code != 0
+    assert "is `support-gateway serve` running?" in output
+
+
+def test_tickets_show_unknown_number(config_file: Path) -> None:
+    code, output = _run(config_file, "tickets", "show", "42")
+
+    assert code != 0
+    assert "no ticket #42" in output

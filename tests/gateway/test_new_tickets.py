@@ -1,0 +1,226 @@
+"""A builder's first email becomes a ticket, over a real SMTP conversation."""
+
+from __future__ import annotations
+
+import email
+import sqlite3
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from conftest import RunningGateway, sample
+
+
+def _delivered(gateway: RunningGateway) -> list[email.message.EmailMessage]:
+    gateway.flush_outbox()
+    return [
+        email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        for path in gateway.outbox_files()
+    ]
+
+
+def test_gmail_message_opens_ticket_with_fields(ada: RunningGateway) -> None:
+    code, text = ada.send(sample("gmail_plain_and_html.eml"))
+
+    assert code == 250, text
+    assert "Ticket #1" in text
+    ticket = ada.ticket(1)
+    assert ticket.summary.title == "Client Portal shows a blank page after login"
+    assert ticket.summary.category == "published_app"
+    assert ticket.summary.severity == "sev2"
+    assert ticket.summary.priority == "P2"
+    assert ticket.summary.app_name == "Client Portal"
+    assert ticket.summary.app_uri == "https://portal.example.com"
+    assert ticket.summary.status == "new"
+    assert not ticket.description.lower().startswith("category:")
+
+
+def test_ticket_defaults_without_field_lines(ada: RunningGateway) -> None:
+    code, _ = ada.send(sample("thunderbird.eml"))
+
+    assert code == 250
+    ticket = ada.ticket(1)
+    assert ticket.summary.severity == "sev3"
+    assert ticket.summary.category == "other"
+    assert ticket.summary.app_name is None
+
+
+def test_acknowledgement_names_ticket_and_fields(ada: RunningGateway) -> None:
+    ada.send(sample("gmail_plain_and_html.eml"))
+
+    [ack] = _delivered(ada)
+
+    assert ack["To"].addresses[0].addr_spec == "ada@example.com"
+    assert ack["Subject"] == "[#1] Client Portal shows a blank page after login"
+    assert ack["Auto-Submitted"] == "auto-replied"
+    text = ack.get_body(("plain",)).get_content()
+    assert "ticket #1" in text
+    assert "Client Portal shows a blank page after login" in text
+    assert "Published app or end-user experience" in text
+    assert "Sev 2 - Major" in text
+    assert "In review" in text
+    assert "reply to this email" in text
+    html = ack.get_body(("html",)).get_content()
+    assert "ticket #1" in html
+
+
+def test_acknowledgement_threads_to_builder_message(ada: RunningGateway) -> None:
+    raw = sample("gmail_plain_and_html.eml")
+    original = email.message_from_bytes(raw, policy=policy.default)
+    ada.send(raw)
+
+    [ack] = _delivered(ada)
+
+    assert original["Message-ID"].strip() in ack["In-Reply-To"]
+    assert ack["Reply-To"].addresses[0].addr_spec.startswith("support+1.")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gmail_plain_and_html.eml",
+        "outlook_desktop.eml",
+        "apple_mail_png.eml",
+        "iphone_short.eml",
+        "html_only.eml",
+        "latin1_charset.eml",
+        "rfc2231_filename.eml",
+        "pdf_attachment.eml",
+        "thunderbird.eml",
+        "android_gmail.eml",
+    ],
+)
+def test_real_client_message_opens_one_ticket(ada: RunningGateway, name: str) -> None:
+    code, text = ada.send(sample(name))
+
+    assert code == 250, text
+    ticket = ada.ticket(1)
+    assert ticket is not None
+    assert ticket.summary.title
+    assert ticket.description.strip()
+    assert len(_delivered(ada)) == 1
+
+
+def test_html_only_message_is_stored_as_text(ada: RunningGateway) -> None:
+    ada.send(sample("html_only.eml"))
+
+    description = ada.ticket(1).description
+
+    assert "<" not in description
+    assert description.strip()
+
+
+def test_latin1_message_keeps_umlauts(ada: RunningGateway) -> None:
+    ada.send(sample("latin1_charset.eml"))
+
+    ticket = ada.ticket(1)
+
+    assert any(letter in ticket.description for letter in "äöüß")
+    assert any(letter in ticket.summary.title for letter in "äöüÄÖÜß")
+
+
+def test_png_attachment_is_stored_with_ticket(ada: RunningGateway) -> None:
+    ada.send(sample("apple_mail_png.eml"))
+
+    [message] = ada.ticket(1).messages
+
+    [attachment] = message.attachments
+    assert attachment.content_type == "image/png"
+    assert attachment.size_bytes > 0
+
+
+def test_rfc2231_filename_is_decoded(ada: RunningGateway) -> None:
+    ada.send(sample("rfc2231_filename.eml"))
+
+    [message] = ada.ticket(1).messages
+
+    [attachment] = message.attachments
+    assert attachment.content_type == "application/pdf"
+    assert "ä" in attachment.filename
+    assert attachment.filename.endswith(".pdf")
+
+
+def test_same_attachment_twice_is_stored_once(ada: RunningGateway, tmp_path: Path) -> None:
+    ada.send(sample("apple_mail_png.eml"))
+    second = sample("apple_mail_png.eml").replace(b"Message-Id: <", b"Message-Id: <again-", 1)
+    second = second.replace(b"Message-ID: <", b"Message-ID: <again-", 1)
+    ada.send(second)
+
+    database = sqlite3.connect(tmp_path / "gateway.db")
+    blobs = database.execute("select count(*) from blobs").fetchone()[0]
+    links = database.execute("select count(*) from attachments").fetchone()[0]
+
+    assert links == 2
+    assert blobs == 1
+
+
+def test_unknown_sender_gets_550_and_no_mail(gateway: RunningGateway) -> None:
+    code, text = gateway.send(sample("gmail_plain_and_html.eml"))
+
+    assert code == 550
+    assert "5.7.1" in text
+    assert "no builder account" in text
+    assert gateway.flush_outbox() == 0
+
+
+def test_unknown_sender_message_is_kept(gateway: RunningGateway, tmp_path: Path) -> None:
+    gateway.send(sample("gmail_plain_and_html.eml"))
+
+    database = sqlite3.connect(tmp_path / "gateway.db")
+    outcome, size = database.execute("select outcome, size_bytes from inbound_messages").fetchone()
+
+    assert outcome == "rejected_unknown_sender"
+    assert size > 0
+
+
+def test_wrong_recipient_gets_550_5_1_1(ada: RunningGateway) -> None:
+    code, text = ada.send(sample("gmail_plain_and_html.eml"), to=("someone@example.com",))
+
+    assert code == 550
+    assert "5.1.1" in text
+
+
+def test_tagged_support_address_is_accepted(ada: RunningGateway) -> None:
+    code, _ = ada.send(sample("gmail_plain_and_html.eml"), to=("support+billing@localhost",))
+
+    assert code == 250
+
+
+def test_storage_failure_answers_451(ada: RunningGateway, tmp_path: Path) -> None:
+    database = sqlite3.connect(tmp_path / "gateway.db")
+    database.execute("drop table mail_index")
+    database.execute("drop table attachments")
+    database.execute("drop table messages")
+    database.execute("drop table inbound_messages")
+    database.commit()
+    database.close()
+
+    code, text = ada.send(sample("gmail_plain_and_html.eml"))
+
+    assert code == 451
+    assert text.startswith("4.3.0")
+    assert "Error" not in text
+
+
+def test_oversize_message_declared_with_size_gets_552(ada: RunningGateway) -> None:
+    import smtplib
+
+    limit = ada.gateway.config.smtp.max_message_bytes
+    with smtplib.SMTP("127.0.0.1", ada.smtp_port, timeout=60) as client:
+        client.ehlo()
+        assert int(client.esmtp_features["size"]) == limit
+        code, text = client.mail("ada@example.com", options=[f"SIZE={limit + 1}"])
+
+    assert code == 552
+
+
+def test_oversize_message_without_size_gets_552(ada: RunningGateway) -> None:
+    limit = ada.gateway.config.smtp.max_message_bytes
+    body = (b"x" * 76 + b"\r\n") * (limit // 78 + 10)
+    raw = sample("thunderbird.eml") + b"\r\n" + body
+
+    code, _ = ada.send(raw)
+
+    assert code == 552
+    assert ada.ticket(1) is None

@@ -1,0 +1,97 @@
+"""The schema comes from migrations, and SQLite runs with durable settings."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from gateway.model import Builder
+from store import Store
+from store.database import upgrade_schema
+from store.models import Base
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def test_migrations_match_models(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'schema.db'}"
+    upgrade_schema(url)
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+
+    assert differences == []
+
+
+def test_sqlite_runs_wal_and_synchronous_full(tmp_path: Path) -> None:
+    async def read_pragmas() -> tuple[str, int]:
+        store = Store(f"sqlite:///{tmp_path / 'pragmas.db'}")
+        await store.upgrade()
+        async with store.read() as tx:
+            mode = (await tx.session.execute(_text("PRAGMA journal_mode"))).scalar()
+            sync = (await tx.session.execute(_text("PRAGMA synchronous"))).scalar()
+        await store.close()
+        return mode, sync
+
+    mode, sync = asyncio.run(read_pragmas())
+
+    assert mode == "wal"
+    assert sync == 2  # FULL
+
+
+def _text(sql: str):  # noqa: ANN202
+    from sqlalchemy import text
+
+    return text(sql)
+
+
+def _open_tickets(url: str, count: int) -> list[int]:
+    async def work() -> list[int]:
+        store = Store(url)
+        numbers = []
+        async with store.read() as tx:
+            builder = await tx.find_builder("ada@example.com")
+        assert isinstance(builder, Builder)
+        for _ in range(count):
+            async with store.write() as tx:
+                _id, number = await tx.create_ticket(
+                    builder=builder, title="Portal is slow", description="Pages take ages",
+                    app=None, category="other", severity="sev3", now=NOW,
+                )
+            numbers.append(number)
+        await store.close()
+        return numbers
+
+    return asyncio.run(work())
+
+
+def test_two_processes_get_unique_increasing_numbers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'numbers.db'}"
+
+    async def prepare() -> None:
+        store = Store(url)
+        await store.upgrade()
+        async with store.write() as tx:
+            await tx.upsert_builder("ada@example.com", name="Ada", timezone=None, apps=(),
+                                    now=NOW)
+        await store.close()
+
+    asyncio.run(prepare())
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        first, second = pool.starmap(_open_tickets, [(url, 150), (url, 150)])
+
+    assert len(set(first) | set(second)) == 300
+    assert first == sorted(first)
+    assert second == sorted(second)
+    database = sqlite3.connect(tmp_path / "numbers.db")
+    assert database.execute("select max(number) from tickets").fetchone()[0] == 300
