@@ -389,6 +389,8 @@ def transport_from_config(config: OutboundConfig) -> MaildirTransport | RelayTra
             config.relay_password,
             config.relay_starttls,
             config.relay_timeout_seconds,
+            # socket.getfqdn(), aiosmtplib's default, may wait on a DNS lookup.
+            local_hostname=config.helo_hostname or socket.gethostname(),
         )
     return MaildirTransport(config.maildir)
 
@@ -657,8 +659,10 @@ def _maildir_file_name() -> str:
     # The host part must not contain "/", which separates paths, or ":", which starts
     # the info suffix of files in cur/.
     host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+    # Zero-padded microseconds keep names of one process in delivery order when
+    # sorted as text, which mail readers and tests rely on.
     return (
-        f"{seconds}.M{micros}P{os.getpid()}Q{next(_maildir_counter)}"
+        f"{seconds}.M{micros:06d}P{os.getpid()}Q{next(_maildir_counter)}"
         f"R{secrets.token_hex(8)}.{host}"
     )
 

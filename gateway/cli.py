@@ -207,6 +207,31 @@ def builders_list(context: click.Context) -> None:
         click.echo(f"{builder.email}\t{builder.name}\t{builder.timezone}\t{apps}")
 
 
+@builders.command("revoke-links")
+@click.argument("email")
+@click.pass_context
+def builders_revoke_links(context: click.Context, email: str) -> None:
+    """Revoke every private status-page link sent to EMAIL."""
+    config = _config(context)
+    address = email.strip().lower()
+
+    async def work() -> int | None:
+        store = await _open_store(config)
+        try:
+            async with store.write() as tx:
+                builder = await tx.find_builder(address)
+                if builder is None:
+                    return None
+                return await tx.revoke_builder_links(builder.id, now=datetime.now(UTC))
+        finally:
+            await store.close()
+
+    revoked = _run(work)
+    if revoked is None:
+        raise click.ClickException(f"no builder {address}; see `builders list`.")
+    click.echo(f"revoked {revoked} link(s) of {address}")
+
+
 @builders.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.pass_context
@@ -534,3 +559,71 @@ def inbound_retry(context: click.Context, inbound_id: int) -> None:
 
     verdict = _run(lambda: _with_desks(config, work))
     click.echo(f"inbound {inbound_id}: {verdict.smtp_reply}")
+
+
+@inbound.command("release")
+@click.argument("inbound_id", type=int)
+@click.pass_context
+def inbound_release(context: click.Context, inbound_id: int) -> None:
+    """Open a ticket from a message held by the new-tickets-per-hour limit."""
+    from gateway.tickets import Delivery
+
+    config = _config(context)
+
+    async def work(desks: Any) -> Any:
+        async with desks.store.read() as tx:
+            found = await tx.get_inbound_raw(inbound_id)
+            rcpt = await tx.inbound_recipients(inbound_id)
+        if found is None:
+            raise click.ClickException(f"no inbound message {inbound_id}; see `inbound list`.")
+        record, raw = found
+        if record.outcome != "held_rate_limit":
+            raise click.ClickException(
+                f"inbound message {inbound_id} is not held (its outcome is "
+                f"{record.outcome}); use `inbound retry {inbound_id}` to process it again."
+            )
+        if raw is None:
+            raise click.ClickException(
+                f"inbound message {inbound_id} has no stored bytes any more (pruned)."
+            )
+        return await desks.desk.receive(
+            Delivery(raw=raw, mail_from=record.mail_from, rcpt_tos=rcpt, peer="release",
+                     inbound_id=inbound_id, release=True)
+        )
+
+    verdict = _run(lambda: _with_desks(config, work))
+    click.echo(f"inbound {inbound_id}: {verdict.smtp_reply}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True,
+              help="Print who would get a digest and what it lists; send nothing.")
+@click.pass_context
+def digest(context: click.Context, dry_run: bool) -> None:
+    """Send the reminder digests that are due now, whatever the schedule."""
+    from gateway.digest import describe_wait
+    from gateway.scheduler import make_scheduled_work
+
+    config = _config(context)
+    now = datetime.now(UTC)
+
+    async def work(desks: Any) -> int:
+        scheduled = await make_scheduled_work(config, desks, now=lambda: now)
+        if not dry_run:
+            return await scheduled.digests.run_now()
+        count = 0
+        async for plan in scheduled.digests.preview():
+            count += 1
+            click.echo(f"{plan.builder.email}: {len(plan.tickets)} ticket(s)")
+            for waiting in plan.tickets:
+                ticket = waiting.ticket
+                click.echo(f"  #{ticket.number}\t{ticket.severity}\t"
+                           f"waiting {describe_wait(now - waiting.wait_started_at)}\t"
+                           f"{ticket.title}")
+        return count
+
+    count = _run(lambda: _with_desks(config, work))
+    if dry_run:
+        click.echo(f"{count} digest(s) would be sent; nothing was sent (dry run)")
+    else:
+        click.echo(f"{count} digest(s) queued; a running gateway delivers them")

@@ -25,6 +25,26 @@ class SmtpConfig:
     # 25 MB of attachments is about 35 MB once base64-encoded, plus text.
     max_message_bytes: int = 40 * MIB
     register_unknown_senders: bool = False
+    # Maximum line length accepted in DATA, in bytes. RFC 5321 requires only
+    # 1000, but real clients send longer lines (HTML without line breaks).
+    max_line_bytes: int = MIB
+    # A connection is closed after this many seconds without a command; the
+    # whole DATA transfer of one message must finish within this time too.
+    idle_timeout_seconds: float = 300.0
+    max_sessions_per_client: int = 10
+    # Messages one client address may send per minute; more get 450 4.7.1.
+    max_messages_per_client_per_minute: int = 120
+    # Limits checked on the raw bytes before parsing. A message over one gets 5xx.
+    max_header_bytes: int = 256 * 1024
+    max_mime_parts: int = 200
+    max_mime_depth: int = 20
+    max_recipients: int = 100
+    # New tickets one builder may open per hour; later messages are held as
+    # inbound records until support releases them.
+    new_tickets_per_sender_per_hour: int = 10
+    # false: an update with a failing attachment is not applied. true: its text
+    # and the files that pass are applied. Either way the builder gets a notice.
+    drop_failing_attachments: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,8 @@ class WebConfig:
     port: int = 8080
     access_token: str | None = field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8080"
+    # How long a private status-page link in an email to a builder stays valid.
+    builder_link_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -55,11 +77,20 @@ class OutboundConfig:
     relay_password: str | None = field(default=None, repr=False)
     relay_starttls: bool = True
     relay_timeout_seconds: float = 30.0
+    # Name sent in EHLO to the relay; default: this machine's host name.
+    helo_hostname: str | None = None
     from_address: str | None = None
     from_name: str = "Support"
     max_attempts: int = 12
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
+    # How long a claimed outbox email stays reserved for one instance. When
+    # that instance dies mid-send, another one sends the email after this.
+    claim_lease_seconds: float = 300.0
+    # Hours without notices to an address after a permanent bounce from it.
+    suppress_after_bounce_hours: float = 72.0
+    # Rejection notices one address may receive per day.
+    notices_per_day: int = 20
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,47 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class SlackConfig:
+    """The Slack app's credentials, its support channel and who may act there."""
+
+    bot_token: str | None = field(default=None, repr=False)
+    signing_secret: str | None = field(default=None, repr=False)
+    channel: str | None = None
+    api_base_url: str = "https://slack.com/api/"
+    app_token: str | None = field(default=None, repr=False)
+    # Seconds a public reply from Slack waits before it is emailed, so it can
+    # be withdrawn with Undo or by deleting the Slack message.
+    undo_seconds: int = 10
+    # A user group id (S...) whose members may act, in addition to the
+    # members of the support channel.
+    allowed_user_group: str | None = None
+    # Longest wait, in seconds, between retries of a failed Slack post.
+    retry_max_seconds: float = 300.0
+
+    @property
+    def enabled(self) -> bool:
+        """Return True when a bot token is set, which turns Slack on."""
+        return bool(self.bot_token)
+
+
+@dataclass(frozen=True)
+class RemindersConfig:
+    """When reminder digests go out, and the other scheduled work on tickets."""
+
+    # Cron expression (minute hour day month weekday), read in each builder's
+    # time zone.
+    schedule: str = "0 9 * * 1-5"
+    waiting_after_hours: float = 24.0
+    repeat_after_days: float = 3.0
+    # 0 turns digests off.
+    max_reminders: int = 3
+    # 0 turns each of these off.
+    auto_resolve_after_days: float = 14.0
+    escalate_sev1_after_minutes: float = 60.0
+    raw_retention_days: float = 90.0
+
+
+@dataclass(frozen=True)
 class Config:
     """All settings of one gateway process."""
 
@@ -80,6 +152,8 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    slack: SlackConfig = field(default_factory=SlackConfig)
+    reminders: RemindersConfig = field(default_factory=RemindersConfig)
     source: str = "embedded defaults"
 
     @property
@@ -93,6 +167,9 @@ SECRET_ENV: dict[tuple[str, str], str] = {
     ("web", "access_token"): "GATEWAY_WEB_ACCESS_TOKEN",
     ("outbound", "relay_password"): "GATEWAY_OUTBOUND_RELAY_PASSWORD",
     ("security", "reply_signing_key"): "GATEWAY_REPLY_SIGNING_KEY",
+    ("slack", "bot_token"): "GATEWAY_SLACK_BOT_TOKEN",
+    ("slack", "signing_secret"): "GATEWAY_SLACK_SIGNING_SECRET",
+    ("slack", "app_token"): "GATEWAY_SLACK_APP_TOKEN",
 }
 # Not secret, but handy for running one checkout against another database.
 OVERRIDE_ENV: dict[tuple[str, str], str] = {
@@ -105,6 +182,8 @@ _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig,
     "outbound": OutboundConfig,
     "security": SecurityConfig,
+    "slack": SlackConfig,
+    "reminders": RemindersConfig,
 }
 
 
@@ -223,6 +302,11 @@ def _check(config: Config) -> None:
             f"web.public_url is {config.web.public_url!r}; write a full URL such "
             "as https://support.example.com."
         )
+    if not 1 <= config.web.builder_link_days <= 365:
+        raise ConfigError(
+            f"web.builder_link_days is {config.web.builder_link_days}; use a whole "
+            "number of days from 1 to 365."
+        )
     if not config.database.url.startswith(("sqlite", "postgresql", "postgres")):
         raise ConfigError(
             f"database.url is {config.database.url!r}; use sqlite:///PATH or "
@@ -230,6 +314,85 @@ def _check(config: Config) -> None:
         )
     if config.outbound.max_attempts < 1:
         raise ConfigError("outbound.max_attempts must be at least 1.")
+    if config.outbound.claim_lease_seconds <= config.outbound.relay_timeout_seconds:
+        raise ConfigError(
+            f"outbound.claim_lease_seconds is {config.outbound.claim_lease_seconds}; it "
+            "must be longer than outbound.relay_timeout_seconds "
+            f"({config.outbound.relay_timeout_seconds}), or another instance may send "
+            "an email again while the first is still sending it."
+        )
+    _check_mail_safety(config)
+    _check_slack(config.slack)
+    _check_reminders(config.reminders)
+
+
+def _check_mail_safety(config: Config) -> None:
+    smtp = config.smtp
+    for key in ("max_line_bytes", "max_sessions_per_client",
+                "max_messages_per_client_per_minute", "max_header_bytes",
+                "max_mime_parts", "max_mime_depth", "max_recipients",
+                "new_tickets_per_sender_per_hour"):
+        if getattr(smtp, key) < 1:
+            raise ConfigError(f"smtp.{key} is {getattr(smtp, key)}; use 1 or more.")
+    if smtp.max_line_bytes < 1001:
+        raise ConfigError(
+            f"smtp.max_line_bytes is {smtp.max_line_bytes}; use at least 1001, the "
+            "line length that RFC 5321 requires servers to accept."
+        )
+    if smtp.idle_timeout_seconds <= 0:
+        raise ConfigError(
+            f"smtp.idle_timeout_seconds is {smtp.idle_timeout_seconds}; use a number "
+            "of seconds above 0, such as 300."
+        )
+    if config.outbound.suppress_after_bounce_hours < 0:
+        raise ConfigError(
+            "outbound.suppress_after_bounce_hours is "
+            f"{config.outbound.suppress_after_bounce_hours}; use 0 or more hours."
+        )
+    if config.outbound.notices_per_day < 1:
+        raise ConfigError(
+            f"outbound.notices_per_day is {config.outbound.notices_per_day}; use 1 or more."
+        )
+
+
+def _check_reminders(reminders: RemindersConfig) -> None:
+    from zoneinfo import ZoneInfo
+
+    from gateway.cron import crontab_trigger
+
+    try:
+        crontab_trigger(reminders.schedule, ZoneInfo("UTC"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"reminders.schedule is {reminders.schedule!r}, which is not a valid cron "
+            f"expression ({exc}); write five fields such as \"0 9 * * 1-5\" "
+            "(weekdays at 09:00)."
+        ) from exc
+    for key in ("waiting_after_hours", "repeat_after_days", "max_reminders",
+                "auto_resolve_after_days", "escalate_sev1_after_minutes",
+                "raw_retention_days"):
+        value = getattr(reminders, key)
+        if value < 0:
+            raise ConfigError(f"reminders.{key} is {value}; use 0 or more.")
+
+
+def _check_slack(slack: SlackConfig) -> None:
+    if not slack.enabled:
+        return
+    if not slack.channel:
+        raise ConfigError("slack.bot_token is set but slack.channel is not; set it to "
+                          "the id of the support channel, such as C0123456789.")
+    if not slack.signing_secret and not slack.app_token:
+        raise ConfigError(
+            "slack.signing_secret is not set; set it (or GATEWAY_SLACK_SIGNING_SECRET) "
+            "so that requests to /slack/events can be verified, or set slack.app_token "
+            "to use Socket Mode."
+        )
+    if not slack.api_base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"slack.api_base_url is {slack.api_base_url!r}; write a full "
+                          "URL such as https://slack.com/api/.")
+    if slack.undo_seconds < 0:
+        raise ConfigError(f"slack.undo_seconds is {slack.undo_seconds}; use 0 or more.")
 
 
 def is_loopback(host: str) -> bool:

@@ -14,7 +14,6 @@ from gateway.errors import DeliveryFailed, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-CLAIM_LEASE = timedelta(minutes=5)
 BATCH_SIZE = 20
 
 
@@ -33,6 +32,7 @@ class OutboxWorker:
         max_attempts: int,
         retry_base_seconds: float,
         retry_max_seconds: float,
+        claim_lease_seconds: float = 300.0,
         poll_seconds: float = 1.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -41,6 +41,7 @@ class OutboxWorker:
         self._max_attempts = max_attempts
         self._retry_base_seconds = retry_base_seconds
         self._retry_max_seconds = retry_max_seconds
+        self._claim_lease = timedelta(seconds=claim_lease_seconds)
         self._poll_seconds = poll_seconds
         self._now = now
         self._wakeup = asyncio.Event()
@@ -70,7 +71,7 @@ class OutboxWorker:
         """Deliver one batch of due mail; return how many attempts were made."""
         async with self._store.write() as tx:
             batch = await tx.claim_due_emails(
-                worker=self.worker_id, now=self._now(), lease=CLAIM_LEASE, limit=BATCH_SIZE
+                worker=self.worker_id, now=self._now(), lease=self._claim_lease, limit=BATCH_SIZE
             )
         for email in batch:
             await self._deliver(email)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from gateway import addresses
 from gateway.addresses import ReplySigner
+from gateway.builder_links import BuilderLinks, with_link_footer
 from gateway.model import Builder, CheckedAttachment, ParsedMail, TicketState
 from gateway.notices import Notice
 
@@ -47,12 +48,14 @@ class NoticeMailer:
         compose: Composer,
         make_message_id: Callable[[str], str],
         is_own_address: Callable[[str], bool],
+        links: BuilderLinks | None = None,
     ) -> None:
         self._settings = settings
         self._signer = signer
         self._compose = compose
         self._make_message_id = make_message_id
         self._is_own_address = is_own_address
+        self._links = links
 
     def reply_address(self, ticket: TicketState) -> str:
         """Return the signed address that threads a builder's reply into TICKET."""
@@ -68,12 +71,18 @@ class NoticeMailer:
         ticket: TicketState | None = None,
         answering: ParsedMail | None = None,
         attachments: tuple[CheckedAttachment, ...] = (),
+        extra_headers: Mapping[str, str] | None = None,
     ) -> str | None:
         """Queue NOTICE to BUILDER; return its Message-ID, or None when it is held back."""
         recipient = builder.email
         if addresses.is_robot_address(recipient) or self._is_own_address(recipient):
             log.warning("notice %s not sent: %s never reads mail", notice.kind,
                         recipient.rpartition("@")[2])
+            return None
+        # A permanent bounce suppresses every kind of mail to the address for a while.
+        if await tx.suppressed_until(recipient, now) is not None:
+            log.warning("notice %s not sent: mail to a builder at %s is suppressed "
+                        "after a bounce", notice.kind, recipient.rpartition("@")[2])
             return None
         if notice.kind in LIMITED_KINDS and not await self._within_limits(
             tx, recipient, notice.kind, now
@@ -90,6 +99,12 @@ class NoticeMailer:
             references.append(answering.message_id)
         in_reply_to = references[-1] if references else None
 
+        text, html = notice.text, notice.html
+        if self._links is not None:
+            # Every email carries a fresh link to the builder's own status page.
+            url, expires_at = await self._links.issue(tx, builder, now=now)
+            text, html = with_link_footer(text, html, url, expires_at)
+
         domain = self._settings.sender_address.rpartition("@")[2] or "localhost"
         message_id = self._make_message_id(domain)
         data = self._compose(
@@ -98,13 +113,14 @@ class NoticeMailer:
             recipient=recipient,
             recipient_name=builder.name,
             subject=notice.subject,
-            text=notice.text,
-            html=notice.html,
+            text=text,
+            html=html,
             message_id=message_id,
             in_reply_to=in_reply_to,
             references=references,
             reply_to=self.reply_address(ticket) if ticket is not None else None,
             auto_submitted=notice.auto_submitted,
+            extra_headers=extra_headers,
             attachments=attachments,
             date=now,
         )
@@ -122,6 +138,37 @@ class NoticeMailer:
         if notice.kind in LIMITED_KINDS:
             await tx.log_notice(recipient, notice.kind, now=now)
         return message_id
+
+    def compose_unqueued(
+        self,
+        builder: Builder,
+        notice: Notice,
+        *,
+        now: datetime,
+        reply_to: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> tuple[str, bytes]:
+        """Compose NOTICE to BUILDER for a caller that queues it; return (Message-ID, bytes).
+
+        Digests use this to write many emails to the outbox in one statement.
+        """
+        domain = self._settings.sender_address.rpartition("@")[2] or "localhost"
+        message_id = self._make_message_id(domain)
+        data = self._compose(
+            sender=self._settings.sender_address,
+            sender_name=self._settings.sender_name,
+            recipient=builder.email,
+            recipient_name=builder.name,
+            subject=notice.subject,
+            text=notice.text,
+            html=notice.html,
+            message_id=message_id,
+            reply_to=reply_to,
+            auto_submitted=notice.auto_submitted,
+            extra_headers=extra_headers,
+            date=now,
+        )
+        return message_id, data
 
     async def _within_limits(self, tx: Any, recipient: str, kind: str, now: datetime) -> bool:
         recent = await tx.count_notices(recipient, since=now - NOTICE_INTERVAL, kind=kind)

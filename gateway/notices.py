@@ -49,7 +49,7 @@ class NoticeRenderer:
     def __init__(self, environment: Environment | None = None) -> None:
         self._environment = environment or make_environment()
 
-    def render(self, kind: str, subject: str, **context: Any) -> Notice:
+    def render(self, kind: str, subject: str, /, **context: Any) -> Notice:
         text = self._environment.get_template(f"{kind}.txt").render(**context)
         html = self._environment.get_template(f"{kind}.html").render(**context)
         return Notice(kind=kind, subject=subject, text=text, html=html)

@@ -8,19 +8,23 @@ import secrets
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 
 from adapters import outbound
 from adapters.mail import parse_mail
-from adapters.smtp import SupportHandler, start_smtp_server
+from adapters.smtp import ClientGuard, SupportHandler, start_smtp_server
 from gateway.addresses import ReplySigner, SupportAddresses
+from gateway.builder_links import LINK_KEY_SETTING, BuilderLinks
 from gateway.config import Config, is_loopback
 from gateway.delivery import OutboxWorker
 from gateway.errors import ConfigError
 from gateway.events import EventFanout
+from gateway.slack_mirror import SlackMirror
 from gateway.mailer import MailerSettings, NoticeMailer
+from gateway.scheduler import Scheduler, make_scheduled_work
 from gateway.support import SupportDesk
 from gateway.tickets import Desk, DeskSettings
 from gateway.web import make_web_app
@@ -51,11 +55,13 @@ class Gateway:
         self.mailer: NoticeMailer | None = None
         self.support_desk: SupportDesk | None = None
         self.worker: OutboxWorker | None = None
+        self.scheduler: Scheduler | None = None
         self.smtp_address: tuple[str, int] | None = None
         self.web_address: tuple[str, int] | None = None
         self._smtp_server: asyncio.Server | None = None
         self._web_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.slack: Any = None
 
     async def start(self) -> None:
         """Apply migrations, then start every listener and background task."""
@@ -71,12 +77,26 @@ class Gateway:
             host=config.smtp.host,
             port=config.smtp.port,
             data_size_limit=config.smtp.max_message_bytes,
+            guard=ClientGuard.from_config(config.smtp),
         )
         self.smtp_address = self._smtp_server.sockets[0].getsockname()[:2]
         log.info("SMTP listening on %s:%d for %s", *self.smtp_address,
                  ", ".join(support.addresses))
 
-        app = make_web_app(self.store, access_token=config.web.access_token, now=self._now)
+        app = make_web_app(
+            self.store,
+            access_token=config.web.access_token,
+            now=self._now,
+            links=desks.links,
+            secure_cookie=config.web.public_url.startswith("https://"),
+        )
+        if config.slack.enabled:
+            # Imported here so that a gateway without Slack never loads slack-bolt.
+            from adapters.slack_runtime import SlackRuntime
+
+            self.slack = SlackRuntime(config=config.slack, support=self.support_desk,
+                                      store=self.store, now=self._now)
+            self.slack.add_routes(app)
         self._web_runner = web.AppRunner(app, access_log=None)
         await self._web_runner.setup()
         site = web.TCPSite(self._web_runner, config.web.host, config.web.port)
@@ -90,10 +110,19 @@ class Gateway:
             max_attempts=config.outbound.max_attempts,
             retry_base_seconds=config.outbound.retry_base_seconds,
             retry_max_seconds=config.outbound.retry_max_seconds,
+            claim_lease_seconds=config.outbound.claim_lease_seconds,
             now=self._now,
         )
         if self._background:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="outbox"))
+        self.scheduler = Scheduler(await make_scheduled_work(
+            config, desks, now=self._now, on_queued=self._wake_worker))
+        if self._background:
+            self.scheduler.start()
+        if self.slack is not None:
+            await self.slack.start()
+            if self._background:
+                self._tasks.append(asyncio.create_task(self.slack.worker.run(), name="slack"))
         target = (
             f"relay {config.outbound.relay_host}:{config.outbound.relay_port}"
             if config.outbound.relay_host
@@ -106,8 +135,12 @@ class Gateway:
         if self._smtp_server is not None:
             self._smtp_server.close()
             await self._smtp_server.wait_closed()
+        if self.slack is not None:
+            await self.slack.stop()
         if self._web_runner is not None:
             await self._web_runner.cleanup()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -130,6 +163,8 @@ class Gateway:
     def _wake_worker(self) -> None:
         if self.worker is not None:
             self.worker.wake()
+        if self.slack is not None:
+            self.slack.worker.wake()
 
 
 @dataclass(frozen=True)
@@ -143,37 +178,40 @@ class Desks:
     support: SupportDesk
     # Channels that mirror tickets (Slack) add their listeners here.
     events: EventFanout
+    links: BuilderLinks | None = None
 
 
 async def make_desks(config: Config, store: Store, now: Callable[[], datetime]) -> Desks:
     """Build the desk for inbound mail and the support operations on STORE."""
     support = SupportAddresses.of(config.smtp.support_addresses)
     signer = ReplySigner(await reply_signing_key(config, store), support)
+    links = await builder_links(config, store)
     mailer = NoticeMailer(
         settings=MailerSettings(
             sender_address=config.sender_address,
             sender_name=config.outbound.from_name,
+            notices_per_day=config.outbound.notices_per_day,
         ),
         signer=signer,
         compose=outbound.compose_email,
         make_message_id=outbound.make_message_id,
         is_own_address=support.is_own,
+        links=links,
     )
     events = EventFanout()
+    if config.slack.enabled:
+        events.listeners.append(SlackMirror(channel=str(config.slack.channel), now=now))
     desk = Desk(
         store=store,
         events=events,
-        settings=DeskSettings(
-            support=support,
-            register_unknown_senders=config.smtp.register_unknown_senders,
-        ),
+        settings=DeskSettings.from_config(config, support),
         signer=signer,
         mailer=mailer,
         parse=parse_mail,
         now=now,
     )
     support_desk = SupportDesk(store=store, mailer=mailer, events=events, now=now)
-    return Desks(store, support, mailer, desk, support_desk, events)
+    return Desks(store, support, mailer, desk, support_desk, events, links=links)
 
 
 async def reply_signing_key(config: Config, store: Store) -> bytes:
@@ -184,6 +222,17 @@ async def reply_signing_key(config: Config, store: Store) -> bytes:
     async with store.write() as tx:
         key = await tx.get_or_create_setting(REPLY_KEY_SETTING, lambda: secrets.token_hex(32))
     return key.encode()
+
+
+async def builder_links(config: Config, store: Store) -> BuilderLinks:
+    """Return the builder-link signer, with its key shared through the database."""
+    async with store.write() as tx:
+        key = await tx.get_or_create_setting(LINK_KEY_SETTING, lambda: secrets.token_hex(32))
+    return BuilderLinks(
+        key.encode(),
+        public_url=config.web.public_url,
+        lifetime=timedelta(days=config.web.builder_link_days),
+    )
 
 
 def check_listen_addresses(config: Config) -> None:

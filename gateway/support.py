@@ -80,8 +80,9 @@ class SupportDesk:
         *,
         author: str,
         attachments: tuple[CheckedAttachment, ...] = (),
+        send_at: datetime | None = None,
     ) -> TicketState:
-        """Add a public reply and email it to the builder."""
+        """Add a public reply and email it to the builder (not before SEND_AT, if set)."""
         text = _require_text(text, "reply")
         now = self._now()
         async with self._store.write() as tx:
@@ -109,8 +110,11 @@ class SupportDesk:
                 author=author,
                 status=ticket.status if ticket.status != "new" else "open",
             )
-            await self._mailer.queue(tx, ticket.builder, notice, now=now, ticket=ticket,
-                                     attachments=attachments)
+            email_id = await self._mailer.queue(tx, ticket.builder, notice, now=now,
+                                                ticket=ticket, attachments=attachments)
+            if send_at is not None and email_id is not None:
+                # Held so that it can still be cancelled, e.g. by Undo in Slack.
+                await tx.delay_email(email_id, until=send_at)
             after = await tx.lock_ticket_by_id(ticket.id)
             await self._events.message_added(tx, after, message_id)
             if after.status != ticket.status:

@@ -7,16 +7,18 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from gateway import addresses, fields, intake, rules
+from gateway import addresses, fields, intake, robots, rules
 from gateway.addresses import ReplySigner, SupportAddresses
-from gateway.attachments import check_attachments
+from gateway.attachments import AttachmentCheck, check_attachments
+from gateway.config import Config
 from gateway.errors import DuplicateDelivery, StorageUnavailable
 from gateway.events import NoEvents, TicketEvents
+from gateway.limits import MessageLimits, check_message
 from gateway.mailer import NoticeMailer
 from gateway.model import AttachmentProblem, Builder, ParsedMail, TicketState
 from gateway.notices import NoticeRenderer, ticket_subject
@@ -25,6 +27,14 @@ from gateway.reply_text import extract_reply
 log = logging.getLogger(__name__)
 
 _SUBJECT_TICKET = re.compile(r"\[#(\d{1,12})\]")
+# Characters of an automatic message's text kept in the internal event for support.
+_EXCERPT_CHARS = 1000
+_ROBOT_NOUNS = {
+    "bounce": "delivery report",
+    "auto_reply": "reply",
+    "list": "mailing-list message",
+    "automatic": "message",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class Delivery:
     peer: str = ""
     # Set when support reprocesses a stored message instead of a new arrival.
     inbound_id: int | None = None
+    # Set when support releases a held message: the new-ticket limit is skipped.
+    release: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,33 @@ class DeskSettings:
 
     support: SupportAddresses
     register_unknown_senders: bool = False
+    message_limits: MessageLimits = field(default_factory=MessageLimits)
+    new_tickets_per_hour: int = 10
+    drop_failing_attachments: bool = False
+    suppress_after_bounce: timedelta = timedelta(hours=72)
+    # The From address of outbound mail, which is also its X-Loop value.
+    sender_address: str = ""
+
+    @classmethod
+    def from_config(cls, config: Config, support: SupportAddresses) -> DeskSettings:
+        """Return the desk settings of CONFIG."""
+        smtp = config.smtp
+        return cls(
+            support=support,
+            register_unknown_senders=smtp.register_unknown_senders,
+            message_limits=MessageLimits(
+                max_header_bytes=smtp.max_header_bytes,
+                max_mime_parts=smtp.max_mime_parts,
+                max_mime_depth=smtp.max_mime_depth,
+                max_recipients=smtp.max_recipients,
+            ),
+            new_tickets_per_hour=smtp.new_tickets_per_sender_per_hour,
+            drop_failing_attachments=smtp.drop_failing_attachments,
+            suppress_after_bounce=timedelta(
+                hours=config.outbound.suppress_after_bounce_hours
+            ),
+            sender_address=config.sender_address.lower(),
+        )
 
 
 @dataclass(frozen=True)
@@ -107,10 +146,21 @@ class Desk:
         Raises StorageUnavailable when nothing could be stored, so that the
         caller replies with a temporary failure and the sender tries again.
         """
+        exceeded = check_message(delivery.raw, self._settings.message_limits)
+        if exceeded is not None:
+            log.warning("rejected a %d-byte message from %s: over %s",
+                        len(delivery.raw), delivery.peer or "?", exceeded.limit)
+            return Verdict(exceeded.code, exceeded.enhanced, exceeded.text,
+                           f"rejected_{exceeded.limit}")
         try:
             # Parsing a large message takes noticeable CPU; keep it off the loop.
             mail = await asyncio.to_thread(self._parse, delivery.raw)
-            return await self._apply(delivery, mail)
+            robot = robots.classify(mail, delivery.mail_from)
+            report = None
+            if robot is not None and robot.kind == "bounce":
+                report = await asyncio.to_thread(robots.read_delivery_report,
+                                                 delivery.raw)
+            return await self._apply(delivery, mail, robot, report)
         except DuplicateDelivery:
             log.info("redelivered message %s ignored", _digest(delivery.raw))
             return Verdict(250, "2.0.0", "Already received", "duplicate")
@@ -120,14 +170,21 @@ class Desk:
             log.exception("processing failed for a %d-byte message", len(delivery.raw))
             return await self._keep_failed(delivery, exc)
 
-    async def _apply(self, delivery: Delivery, mail: ParsedMail) -> Verdict:
+    async def _apply(
+        self,
+        delivery: Delivery,
+        mail: ParsedMail,
+        robot: robots.RobotMail | None,
+        report: robots.DeliveryReport | None,
+    ) -> Verdict:
         # Identity is the From address; Reply-To never decides who wrote.
         sender = addresses.identity(mail.from_address)
         dedupe_key = _dedupe_key(mail, delivery.raw)
         now = self._now()
 
         async with self._store.write() as tx:
-            if await tx.find_applied_inbound(dedupe_key) is not None:
+            applied = await tx.find_applied_inbound(dedupe_key)
+            if applied is not None and applied != delivery.inbound_id:
                 raise DuplicateDelivery(dedupe_key)
             inbound_id = delivery.inbound_id
             if inbound_id is None:
@@ -141,6 +198,12 @@ class Desk:
                     now=now,
                 )
             step = _Step(tx, mail, inbound_id, dedupe_key, now)
+
+            own = await self._own_mail_signal(tx, mail)
+            if own is not None:
+                return await _drop_own_mail(step, own)
+            if robot is not None:
+                return await self._apply_automatic(step, delivery, robot, report, sender)
 
             builder = await tx.find_builder(sender) if sender else None
             match = await self._find_ticket(tx, delivery, mail, sender)
@@ -160,6 +223,12 @@ class Desk:
                 log.warning("rejected a message from an unknown sender at %s",
                             sender.rpartition("@")[2] or "no domain")
                 return UNKNOWN_SENDER
+            if not delivery.release:
+                opened = await tx.count_tickets_opened(
+                    builder.id, since=now - timedelta(hours=1)
+                )
+                if opened >= self._settings.new_tickets_per_hour:
+                    return await self._hold(step, builder, opened)
             return await self._open_ticket(step, builder, referred=match)
 
     async def _find_ticket(
@@ -198,7 +267,7 @@ class Desk:
             return await self._reject_finished(step, ticket)
 
         checked = check_attachments(mail.attachments)
-        if not checked.ok:
+        if not checked.ok and not self._settings.drop_failing_attachments:
             return await self._reject_attachments(step, ticket.builder, checked.problems, ticket)
 
         body = extract_reply(mail.text, mail.html)
@@ -232,6 +301,7 @@ class Desk:
             detail=f"added to #{ticket.number} by {match.how}",
             ticket_id=ticket.id, dedupe_key=step.dedupe_key,
         )
+        await self._notify_dropped(step, ticket.builder, checked, after)
         log.info("reply added to #%d by %s (%d bytes, %d attachments)",
                  ticket.number, match.how, mail.size_bytes, len(checked.accepted))
         return Verdict(250, "2.0.0", f"Added to ticket #{ticket.number}", "reply_added",
@@ -268,7 +338,7 @@ class Desk:
     ) -> Verdict:
         tx, mail, now = step.tx, step.mail, step.now
         checked = check_attachments(mail.attachments)
-        if not checked.ok:
+        if not checked.ok and not self._settings.drop_failing_attachments:
             return await self._reject_attachments(step, builder, checked.problems, None)
 
         found = intake.read_intake(mail.subject, mail.text, builder)
@@ -332,6 +402,7 @@ class Desk:
             notes=found.notes,
         )
         await self._mailer.queue(tx, builder, notice, now=now, ticket=ticket, answering=mail)
+        await self._notify_dropped(step, builder, checked, ticket)
         log.info("ticket #%d opened (%d bytes, %d attachments)",
                  number, mail.size_bytes, len(checked.accepted))
         return Verdict(250, "2.0.0", f"Ticket #{number} opened", "ticket_created", number)
@@ -358,6 +429,7 @@ class Desk:
             builder_name=builder.name,
             subject=subject,
             problems=problems,
+            text_accepted=False,
         )
         await self._mailer.queue(step.tx, builder, notice, now=step.now, ticket=ticket,
                                  answering=step.mail)
@@ -384,6 +456,158 @@ class Desk:
         log.info("message %s rejected: %s", step.mail.message_id, problem)
         return Verdict(250, "2.0.0", "Received, but no ticket was opened; see the notice "
                        "sent to you", "rejected_title")
+
+    async def _notify_dropped(
+        self, step: _Step, builder: Builder, checked: AttachmentCheck,
+        ticket: TicketState,
+    ) -> None:
+        # Only with drop_failing_attachments: the update was applied without them.
+        if checked.ok:
+            return
+        notice = self._renderer.render(
+            "attachments_rejected",
+            ticket_subject(ticket.number, ticket.title),
+            builder_name=builder.name,
+            subject=intake.clean_title(step.mail.subject),
+            problems=checked.problems,
+            text_accepted=True,
+        )
+        await self._mailer.queue(step.tx, builder, notice, now=step.now, ticket=ticket,
+                                 answering=step.mail)
+        await step.tx.add_message(
+            ticket.id,
+            visibility="internal",
+            kind="system",
+            author="gateway",
+            body="Attachments left out of the builder's message: "
+            + "; ".join(f"{p.filename} {p.rule}" for p in checked.problems),
+            now=step.now,
+        )
+        log.info("message %s applied without %d failing attachments",
+                 step.mail.message_id, len(checked.problems))
+
+    async def _hold(self, step: _Step, builder: Builder, opened: int) -> Verdict:
+        limit = self._settings.new_tickets_per_hour
+        await step.tx.set_inbound_outcome(
+            step.inbound_id, "held_rate_limit",
+            detail=f"{builder.email} opened {opened} tickets in the past hour (limit "
+            f"{limit}); release with `support-gateway inbound release "
+            f"{step.inbound_id}`",
+            dedupe_key=step.dedupe_key,
+        )
+        log.warning("held inbound %d: a builder at %s opened %d tickets this hour",
+                    step.inbound_id, builder.email.rpartition("@")[2], opened)
+        return Verdict(250, "2.0.0", "Received; held for support to review, because "
+                       f"at most {limit} new tickets per hour are opened per sender",
+                       "held_rate_limit")
+
+    async def _own_mail_signal(self, tx: Any, mail: ParsedMail) -> str | None:
+        """Return how MAIL shows that the gateway sent it, or None."""
+        own = {self._settings.sender_address, *self._settings.support.addresses}
+        for name, value in mail.headers:
+            if name.lower() == "x-loop" and value.strip().strip("<>").lower() in own:
+                return "X-Loop header"
+        if mail.message_id and await tx.is_own_message_id(mail.message_id):
+            return "Message-ID"
+        return None
+
+    async def _apply_automatic(
+        self,
+        step: _Step,
+        delivery: Delivery,
+        robot: robots.RobotMail,
+        report: robots.DeliveryReport | None,
+        sender: str,
+    ) -> Verdict:
+        tx, mail = step.tx, step.mail
+        if report is not None:
+            sent = await tx.find_sent_email(
+                [*report.message_ids, *mail.in_reply_to, *reversed(mail.references)]
+            )
+            if sent is not None:
+                return await self._apply_bounce(step, robot, report, sent)
+
+        match = await self._find_ticket(tx, delivery, mail, sender)
+        if match is None:
+            await tx.set_inbound_outcome(
+                step.inbound_id, "automatic_ignored",
+                detail=f"{robot.kind} ({robot.signal}); matches no ticket",
+                dedupe_key=step.dedupe_key,
+            )
+            log.info("automatic message %s ignored: %s", mail.message_id, robot.signal)
+            return Verdict(250, "2.0.0", "Automatic message received; it gets no answer",
+                           "automatic_ignored")
+
+        ticket = match.ticket
+        excerpt = (mail.text or "").strip()[:_EXCERPT_CHARS]
+        body = (
+            f"Automatic {_ROBOT_NOUNS[robot.kind]} from {sender or 'an unknown sender'} "
+            f"({robot.signal}), matched by {match.how}. It was not added as a reply "
+            f"and did not change the ticket.\nSubject: {mail.subject[:200]}"
+        )
+        if excerpt:
+            body += f"\n\n{excerpt}"
+        message_id = await tx.add_message(
+            ticket.id, visibility="internal", kind="system", author="gateway",
+            body=body, inbound_id=step.inbound_id, now=step.now,
+        )
+        await self._events.message_added(tx, ticket, message_id)
+        await tx.set_inbound_outcome(
+            step.inbound_id, "automatic_recorded",
+            detail=f"{robot.kind} ({robot.signal}) recorded on #{ticket.number}",
+            ticket_id=ticket.id, dedupe_key=step.dedupe_key,
+        )
+        log.info("automatic message %s recorded on #%d: %s",
+                 mail.message_id, ticket.number, robot.signal)
+        return Verdict(250, "2.0.0", f"Automatic message recorded on ticket "
+                       f"#{ticket.number}; it gets no answer", "automatic_recorded",
+                       ticket.number)
+
+    async def _apply_bounce(
+        self,
+        step: _Step,
+        robot: robots.RobotMail,
+        report: robots.DeliveryReport,
+        sent: robots.SentEmail,
+    ) -> Verdict:
+        tx, now = step.tx, step.now
+        failed = report.failed_recipient or sent.recipient
+        await tx.record_delivery_failure(
+            sent, recipient=failed, status=report.status, action=report.action,
+            inbound_id=step.inbound_id, now=now,
+        )
+        status = f"status {report.status}" if report.status else "no status code"
+        suppression = ""
+        if report.is_permanent and self._settings.suppress_after_bounce > timedelta(0):
+            until = now + self._settings.suppress_after_bounce
+            await tx.suppress_address(
+                sent.recipient, until=until,
+                reason=f"{report.action} delivery of {sent.message_id} ({status})",
+                now=now,
+            )
+            suppression = (f" No email is sent to {sent.recipient} until "
+                           f"{until:%Y-%m-%d %H:%M} UTC.")
+        outcome = "bounce_recorded" if report.is_permanent else "delay_recorded"
+        ticket = await tx.lock_ticket_by_id(sent.ticket_id) if sent.ticket_id else None
+        if ticket is not None:
+            verb = "failed" if report.is_permanent else "is delayed"
+            message_id = await tx.add_message(
+                ticket.id, visibility="internal", kind="system", author="gateway",
+                body=f"Delivery of the {sent.kind} email to {failed} {verb} "
+                f"({status}, reported by {robot.signal}).{suppression}",
+                inbound_id=step.inbound_id, now=now,
+            )
+            await self._events.message_added(tx, ticket, message_id)
+        await tx.set_inbound_outcome(
+            step.inbound_id, outcome,
+            detail=f"{report.action} delivery of outbox email {sent.outbox_id} to "
+            f"{failed} ({status})",
+            ticket_id=ticket.id if ticket else None, dedupe_key=step.dedupe_key,
+        )
+        log.warning("outbox email %d to a recipient at %s: %s (%s)", sent.outbox_id,
+                    failed.rpartition("@")[2], report.action, status)
+        return Verdict(250, "2.0.0", "Delivery report received", outcome,
+                       ticket.number if ticket else None)
 
     async def _keep_failed(self, delivery: Delivery, error: Exception) -> Verdict:
         # Kept as a failed record for `inbound retry`; the sender gets 250
@@ -415,6 +639,17 @@ class _Step:
     inbound_id: int
     dedupe_key: str
     now: datetime
+
+
+async def _drop_own_mail(step: _Step, signal: str) -> Verdict:
+    await step.tx.set_inbound_outcome(
+        step.inbound_id, "dropped_own_mail",
+        detail=f"the gateway's own mail came back ({signal})",
+        dedupe_key=step.dedupe_key,
+    )
+    log.warning("dropped message %s: the gateway's own mail came back (%s)",
+                step.mail.message_id, signal)
+    return Verdict(250, "2.0.0", "Accepted and discarded", "dropped_own_mail")
 
 
 async def add_status_event(

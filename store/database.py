@@ -1,4 +1,4 @@
-"""Engine setup: driver choice, SQLite durability settings and migrations."""
+"""Engine setup: driver choice, durability settings and migrations."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connections per process. Each SMTP delivery, web request and outbox batch
+# holds one connection only for the length of its transaction.
+POSTGRES_POOL_SIZE = 10
+POSTGRES_MAX_OVERFLOW = 10
+POSTGRES_POOL_TIMEOUT_SECONDS = 30
+# Drop connections that a firewall or PgBouncer may have closed while idle.
+POSTGRES_POOL_RECYCLE_SECONDS = 1800
 
 
 def async_url(url: str) -> URL:
@@ -25,20 +32,43 @@ def async_url(url: str) -> URL:
         return parsed.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
-    raise ValueError(f"unsupported database backend {backend!r}")
+    raise ValueError(
+        f"unsupported database backend {backend!r}; use sqlite:///PATH or "
+        "postgresql://USER@HOST:PORT/DB"
+    )
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """Create the async engine, with SQLite set up for durable, serialised writes."""
+    """Create the async engine with durable commits and serialised SQLite writes."""
     target = async_url(url)
-    if target.get_backend_name() != "sqlite":
-        return create_async_engine(target, pool_pre_ping=True, pool_size=10)
+    if target.get_backend_name() == "postgresql":
+        return _create_postgres_engine(target)
+
 
     if target.database and target.database != ":memory:":
         Path(target.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(target, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     _configure_sqlite(engine)
     return engine
+
+
+def _create_postgres_engine(target: URL) -> AsyncEngine:
+    # synchronous_commit=on for every session, whatever the server or role
+    # default says: a 250 reply promises that the change is on disk, and "off"
+    # or "local" can lose the newest commits in a crash.
+    server_settings = {
+        "synchronous_commit": "on",
+        "application_name": "support-gateway",
+    }
+    return create_async_engine(
+        target,
+        connect_args={"server_settings": server_settings},
+        pool_pre_ping=True,
+        pool_size=POSTGRES_POOL_SIZE,
+        max_overflow=POSTGRES_MAX_OVERFLOW,
+        pool_timeout=POSTGRES_POOL_TIMEOUT_SECONDS,
+        pool_recycle=POSTGRES_POOL_RECYCLE_SECONDS,
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

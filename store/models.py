@@ -169,7 +169,11 @@ class InboundRow(Base):
     """A received email: its raw bytes and what the gateway did with it."""
 
     __tablename__ = "inbound_messages"
-    __table_args__ = (Index("ix_inbound_received", "received_at"),)
+    __table_args__ = (
+        Index("ix_inbound_received", "received_at"),
+        Index("ix_inbound_ticket", "ticket_id", "id"),
+        Index("ix_inbound_outcome", "outcome"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -233,3 +237,186 @@ class OutboxRow(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class BuilderLinkRow(Base):
+    """A private status-page link sent to a builder, revocable and expiring."""
+
+    __tablename__ = "builder_links"
+    __table_args__ = (Index("ix_builder_links_builder", "builder_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    builder_id: Mapped[int] = mapped_column(ForeignKey("builders.id", ondelete="CASCADE"))
+    # SHA-256 of the random part of the link, so a database dump opens no page.
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class LoginFailureRow(Base):
+    """A failed status-page login, kept to rate-limit guessing from one address."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_peer", "peer", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    peer: Mapped[str] = mapped_column(String(100))
+    failed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SlackThreadRow(Base):
+    """The Slack message whose thread carries one ticket's conversation."""
+
+    __tablename__ = "slack_threads"
+    __table_args__ = (UniqueConstraint("channel", "root_ts"),)
+
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(40))
+    # None until the root message is posted.
+    root_ts: Mapped[str | None] = mapped_column(String(40))
+
+
+class SlackReceiptRow(Base):
+    """An event id, command or action already handled, so a retry has no effect."""
+
+    __tablename__ = "slack_receipts"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SlackReplyRow(Base):
+    """A public reply sent from Slack, with the email it holds during the undo window."""
+
+    __tablename__ = "slack_replies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    # "channel/ts" of the Slack message sent with the message shortcut, so the
+    # same message is sent once and deleting it can cancel the email.
+    source_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    user_id: Mapped[str] = mapped_column(String(40))
+    # pending, sent or cancelled.
+    state: Mapped[str] = mapped_column(String(10))
+    send_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SuppressedAddressRow(Base):
+    """An address that bounced: no notice is sent to it until the suppression ends."""
+
+    __tablename__ = "suppressed_addresses"
+
+    # Lowercased, as the outbox stores recipients.
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    suppressed_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DeliveryFailureRow(Base):
+    """A bounce that names an email the gateway sent, and what it reported."""
+
+    __tablename__ = "delivery_failures"
+    __table_args__ = (Index("ix_delivery_failures_outbox", "outbox_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    recipient: Mapped[str] = mapped_column(String(320))
+    # The RFC 3463 status code, such as 5.1.1, when the report gives one.
+    status: Mapped[str | None] = mapped_column(String(20))
+    # The RFC 3464 action: failed or delayed.
+    action: Mapped[str] = mapped_column(String(20))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# Bounces and returning notices are matched to the outbox by Message-ID.
+Index("ix_outbox_message_id", OutboxRow.message_id)
+
+
+class DigestRunRow(Base):
+    """A digest period handled for one time zone, so later runs skip it."""
+
+    __tablename__ = "digest_runs"
+    __table_args__ = (UniqueConstraint("timezone", "period_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # IANA name of the builders' time zone; "" for a run started by hand.
+    timezone: Mapped[str] = mapped_column(String(64))
+    # The scheduled time the run stands for, in UTC.
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    # sent (at least one digest queued) or nothing_waiting.
+    outcome: Mapped[str] = mapped_column(String(20))
+    digest_count: Mapped[int] = mapped_column(Integer)
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DigestClaimRow(Base):
+    """One builder's digest for one period, inserted in the transaction that queues it."""
+
+    __tablename__ = "digest_claims"
+    __table_args__ = (UniqueConstraint("builder_id", "period_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    builder_id: Mapped[int] = mapped_column(ForeignKey("builders.id", ondelete="CASCADE"))
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    message_id: Mapped[str] = mapped_column(String(998))
+    ticket_count: Mapped[int] = mapped_column(Integer)
+    claimed_by: Mapped[str] = mapped_column(String(100))
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class TicketReminderRow(Base):
+    """How often one wait on the builder has been listed in a digest."""
+
+    __tablename__ = "ticket_reminders"
+    __table_args__ = (UniqueConstraint("ticket_id", "wait_started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    # The ticket's status_changed_at when it moved to waiting_on_builder.
+    wait_started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reminder_count: Mapped[int] = mapped_column(Integer)
+    # The period of the latest digest that listed it (not the send time), so
+    # repeat intervals line up with the schedule.
+    last_period_start: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class TicketActionRow(Base):
+    """A scheduled action (auto-resolve, escalation) claimed for one ticket and wait."""
+
+    __tablename__ = "ticket_actions"
+    __table_args__ = (UniqueConstraint("action", "ticket_id", "wait_started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # auto_resolve or escalate.
+    action: Mapped[str] = mapped_column(String(20))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    wait_started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # claimed, done or skipped.
+    state: Mapped[str] = mapped_column(String(10))
+    claimed_by: Mapped[str] = mapped_column(String(100))
+    # Another instance may take over a claim that is still "claimed" after this.
+    claimed_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DigestOptOutRow(Base):
+    """A builder who unsubscribed from reminder digests."""
+
+    __tablename__ = "digest_opt_outs"
+
+    builder_id: Mapped[int] = mapped_column(
+        ForeignKey("builders.id", ondelete="CASCADE"), primary_key=True
+    )
+    opted_out_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+# Digests, auto-resolve and escalation look for tickets by status and how long
+# they have had it.
+Index("ix_tickets_status_changed", TicketRow.status, TicketRow.status_changed_at)

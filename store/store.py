@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -29,7 +30,11 @@ from gateway.model import (
     TicketState,
     TicketSummary,
 )
-from store.database import create_engine, upgrade_schema_async
+from store.database import SQLITE_BUSY_TIMEOUT_MS, create_engine, upgrade_schema_async
+from store.digests import DigestQueries
+from store.mail_safety import MailSafetyQueries
+from store.web import WebQueries
+from store.slack import SlackQueries
 from store.models import (
     AppRow,
     AttachmentRow,
@@ -48,6 +53,8 @@ from store.models import (
 log = logging.getLogger(__name__)
 
 TICKET_COUNTER = "ticket_number"
+# Named by the naming convention in store/models.py.
+DEDUPE_CONSTRAINT = "uq_inbound_messages_dedupe_key"
 
 
 class Store:
@@ -58,6 +65,10 @@ class Store:
         self._engine: AsyncEngine = create_engine(url)
         self.dialect = self._engine.dialect.name
         self._write_engine = self._engine.execution_options(sqlite_begin="IMMEDIATE")
+        # SQLite has one writer at a time. Queue this process's writers here, so
+        # they wait on the event loop instead of sleeping in SQLite's busy handler
+        # (which backs off in steps of up to 100 ms) while holding a connection.
+        self._sqlite_writers = asyncio.Lock() if self.dialect == "sqlite" else None
 
     async def upgrade(self) -> None:
         """Bring the schema up to the newest migration."""
@@ -78,16 +89,39 @@ class Store:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Transaction]:
         """Open a write transaction (BEGIN IMMEDIATE on SQLite) and commit it at the end."""
-        async with AsyncSession(self._write_engine, expire_on_commit=False) as session:
+        async with (
+            self._writer_turn(),
+            AsyncSession(self._write_engine, expire_on_commit=False) as session,
+        ):
             try:
                 async with session.begin():
                     yield Transaction(session, self.dialect)
             except DuplicateDelivery:
                 raise
-            except IntegrityError:
+            except IntegrityError as exc:
+                # On PostgreSQL a second instance that applies the same message
+                # waits on the unique index and fails here, after the first
+                # instance commits; that is a redelivery, not an error.
+                if _is_dedupe_violation(exc):
+                    raise DuplicateDelivery("inbound_messages.dedupe_key") from exc
                 raise
             except SQLAlchemyError as exc:
                 raise StorageUnavailable(f"database write failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        if self._sqlite_writers is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
+                await self._sqlite_writers.acquire()
+        except TimeoutError as exc:
+            raise StorageUnavailable("timed out waiting for this process's turn to write") from exc
+        try:
+            yield
+        finally:
+            self._sqlite_writers.release()
 
     async def ping(self) -> bool:
         """Return True when the database responds to a trivial query."""
@@ -99,7 +133,7 @@ class Store:
             return False
 
 
-class Transaction:
+class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
     """The queries of one open transaction."""
 
     def __init__(self, session: AsyncSession, dialect: str) -> None:
@@ -233,14 +267,16 @@ class Transaction:
         values: dict[str, object] = {"outcome": outcome, "detail": detail, "ticket_id": ticket_id}
         if dedupe_key is not None:
             values["dedupe_key"] = dedupe_key
-        await self.session.execute(
-            update(InboundRow).where(InboundRow.id == inbound_id).values(**values)
-        )
-        if dedupe_key is not None:
-            try:
+        try:
+            await self.session.execute(
+                update(InboundRow).where(InboundRow.id == inbound_id).values(**values)
+            )
+            if dedupe_key is not None:
                 await self.session.flush()
-            except IntegrityError as exc:
+        except IntegrityError as exc:
+            if dedupe_key is not None and _is_dedupe_violation(exc):
                 raise DuplicateDelivery(dedupe_key) from exc
+            raise
 
     async def get_inbound_raw(self, inbound_id: int) -> tuple[InboundView, bytes | None] | None:
         """Return one inbound record and its raw bytes, or None."""
@@ -401,8 +437,13 @@ class Transaction:
 
     async def lock_ticket(self, number: int) -> TicketState | None:
         """Return a ticket's state and hold its row lock until the transaction ends."""
+        # populate_existing: use the row as the previous lock holder committed
+        # it, not a copy that this session loaded before it waited for the lock.
         row = await self.session.scalar(
-            select(TicketRow).where(TicketRow.number == number).with_for_update()
+            select(TicketRow)
+            .where(TicketRow.number == number)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
         if row is None:
             return None
@@ -411,7 +452,10 @@ class Transaction:
     async def lock_ticket_by_id(self, ticket_id: int) -> TicketState | None:
         """Return a ticket's state by id and hold its row lock."""
         row = await self.session.scalar(
-            select(TicketRow).where(TicketRow.id == ticket_id).with_for_update()
+            select(TicketRow)
+            .where(TicketRow.id == ticket_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
         if row is None:
             return None
@@ -767,6 +811,15 @@ class Transaction:
             select(OutboxRow.state, func.count()).group_by(OutboxRow.state)
         )
         return {state: count for state, count in rows}
+
+
+def _is_dedupe_violation(exc: IntegrityError) -> bool:
+    # asyncpg names the violated constraint; SQLite names table.column in the text.
+    cause = getattr(exc.orig, "__cause__", None)
+    constraint = getattr(cause, "constraint_name", None)
+    if constraint is not None:
+        return constraint == DEDUPE_CONSTRAINT
+    return "inbound_messages.dedupe_key" in str(exc.orig)
 
 
 def _builder(row: BuilderRow, apps: Sequence[App]) -> Builder:

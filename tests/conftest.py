@@ -1,4 +1,8 @@
-"""Shared fixtures: a whole gateway on loopback with a real SQLite file."""
+"""Shared fixtures: a whole gateway on loopback with a real database.
+
+The database is a SQLite file per test, or a PostgreSQL database per test when
+GATEWAY_TEST_DATABASE_URL names a server (see tests/databases.py).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+import databases
 from gateway.cli import to_crlf
 from gateway.config import Config, DatabaseConfig, OutboundConfig, SmtpConfig, WebConfig
 from gateway.model import App
@@ -21,6 +26,31 @@ from gateway.service import Gateway
 
 T = TypeVar("T")
 MESSAGES = Path(__file__).resolve().parent / "messages"
+
+_POSTGRES_URL = databases.server_url()
+POSTGRES = databases.PostgresDatabases(_POSTGRES_URL) if _POSTGRES_URL else None
+DIALECT = "postgresql" if POSTGRES else "sqlite"
+
+
+def database_url(tmp_path: Path) -> str:
+    """Return the URL of a new, empty database for one test (migrated on PostgreSQL)."""
+    if POSTGRES is None:
+        return databases.sqlite_url(tmp_path)
+    return POSTGRES.create()
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    if POSTGRES is not None:
+        POSTGRES.drop_created()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_template_database() -> Iterator[None]:
+    yield
+    if POSTGRES is not None:
+        POSTGRES.drop_all()
 
 
 class FakeClock:
@@ -100,7 +130,11 @@ class RunningGateway:
         return total
 
     def outbox_files(self) -> list[Path]:
-        return sorted((self.maildir / "new").glob("*")) if (self.maildir / "new").exists() else []
+        """Return the delivered Maildir files in delivery order."""
+        if not (self.maildir / "new").exists():
+            return []
+        files = (self.maildir / "new").glob("*")
+        return sorted(files, key=lambda path: (path.stat().st_mtime_ns, path.name))
 
     def ticket(self, number: int) -> Any:
         async def work() -> Any:
@@ -109,13 +143,17 @@ class RunningGateway:
 
         return self.call(work)
 
+    def sql(self, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Run one SQL statement through the gateway's store; return its rows."""
+        return self.call(lambda: databases.query(self.gateway.store, statement, **params))
+
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
     """Return a config on free loopback ports with state under TMP_PATH."""
     config = Config(
         smtp=SmtpConfig(host="127.0.0.1", port=0),
         web=WebConfig(host="127.0.0.1", port=0),
-        database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'gateway.db'}"),
+        database=DatabaseConfig(url=database_url(tmp_path)),
         outbound=OutboundConfig(maildir=str(tmp_path / "outbox")),
         source="tests",
     )

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import email
+from email import policy
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import MESSAGES, RunningGateway
+import databases
+from conftest import MESSAGES, POSTGRES, RunningGateway, database_url
 from gateway.cli import cli
+from gateway.config import load_config
+from store import Store
 
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "gateway.db"}"\n'
+        f'[database]\nurl = "{_empty_database_url(tmp_path)}"\n'
         f'[outbound]\nmaildir = "{tmp_path / "outbox"}"\n'
     )
     return path
+
+
+def _empty_database_url(tmp_path: Path) -> str:
+    # `db upgrade` must build the schema itself, so start without tables.
+    return POSTGRES.create_blank() if POSTGRES else database_url(tmp_path)
 
 
 def _run(config_file: Path, *args: str) -> tuple[int, str]:
@@ -26,11 +37,23 @@ def _run(config_file: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_db_upgrade_creates_schema(config_file: Path, tmp_path: Path) -> None:
+def test_db_upgrade_creates_schema(config_file: Path) -> None:
     code, output = _run(config_file, "db", "upgrade")
 
     assert code == 0, output
-    assert (tmp_path / "gateway.db").exists()
+    assert _ticket_count(load_config(config_file).database.url) == 0
+
+
+def _ticket_count(url: str) -> int:
+    async def work() -> int:
+        store = Store(url)
+        try:
+            [(count,)] = await databases.query(store, "select count(*) from tickets")
+        finally:
+            await store.close()
+        return count
+
+    return databases.run_in_thread(work)
 
 
 def test_builders_add_then_list(config_file: Path) -> None:
@@ -146,3 +169,68 @@ def test_tickets_show_unknown_number(config_file: Path) -> None:
 
     assert code != 0
     assert "no ticket #42" in output
+
+
+@pytest.fixture
+def desk_config(ada: RunningGateway, tmp_path: Path) -> Path:
+    code, _ = ada.send((MESSAGES / "gmail_plain_and_html.eml").read_bytes())
+    assert code == 250
+    path = tmp_path / "desk.toml"
+    path.write_text(
+        f'[database]\nurl = "{ada.gateway.config.database.url}"\n'
+        f'[outbound]\nmaildir = "{ada.maildir}"\n'
+    )
+    return path
+
+
+def test_tickets_reply_queues_email(desk_config: Path, ada: RunningGateway) -> None:
+    code, output = _run(desk_config, "tickets", "reply", "1", "Please clear the cache.",
+                        "--as", "grace")
+
+    assert code == 0, output
+    # The command line stamps its work with the real clock.
+    ada.clock.current = datetime.now(UTC) + timedelta(minutes=1)
+    ada.flush_outbox()
+    messages = [email.message_from_bytes(p.read_bytes(), policy=policy.default)
+                for p in ada.outbox_files()]
+    texts = [m.get_body(("plain",)).get_content() for m in messages]
+    assert any("Please clear the cache." in text for text in texts)
+
+
+def test_tickets_note_stays_internal(desk_config: Path, ada: RunningGateway) -> None:
+    code, output = _run(desk_config, "tickets", "note", "1", "CDN again.", "--as", "grace")
+
+    assert code == 0, output
+    [note] = [m for m in ada.ticket(1).messages if m.kind == "support"]
+    assert note.visibility == "internal"
+
+
+def test_tickets_set_prints_changes(desk_config: Path) -> None:
+    code, output = _run(desk_config, "tickets", "set", "1", "--severity", "sev1",
+                        "--assignee", "grace", "--as", "grace")
+
+    assert code == 0, output
+    assert "#1: severity sev2 → sev1" in output
+    assert "#1: assignee none → grace" in output
+
+
+def test_tickets_set_resolved_without_summary_fails(desk_config: Path) -> None:
+    code, output = _run(desk_config, "tickets", "set", "1", "--status", "resolved")
+
+    assert code != 0
+    assert "--summary" in output
+    assert "Traceback" not in output
+
+
+def test_tickets_set_rejects_unknown_status(desk_config: Path) -> None:
+    code, output = _run(desk_config, "tickets", "set", "1", "--status", "done")
+
+    assert code != 0
+    assert "'done'" in output
+
+
+def test_inbound_list_shows_outcome(desk_config: Path) -> None:
+    code, output = _run(desk_config, "inbound", "list")
+
+    assert code == 0, output
+    assert "ticket_created\t#1\tada@example.com" in output

@@ -115,3 +115,11 @@ def test_config_is_frozen() -> None:
 
     with pytest.raises(AttributeError):
         config.source = "changed"  # type: ignore[misc]
+
+
+def test_claim_lease_shorter_than_relay_timeout_fails(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[outbound]\nrelay_timeout_seconds = 30.0\n"
+                            "claim_lease_seconds = 10.0\n")
+
+    with pytest.raises(ConfigError, match="outbound.claim_lease_seconds is 10.0"):
+        load_config(path)

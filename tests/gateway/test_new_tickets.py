@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import email
-import sqlite3
 from email import policy
-from pathlib import Path
 
 import pytest
 
-from conftest import RunningGateway, sample
+from conftest import DIALECT, RunningGateway, sample
 
 
 def _delivered(gateway: RunningGateway) -> list[email.message.EmailMessage]:
@@ -141,15 +139,14 @@ def test_rfc2231_filename_is_decoded(ada: RunningGateway) -> None:
     assert attachment.filename.endswith(".pdf")
 
 
-def test_same_attachment_twice_is_stored_once(ada: RunningGateway, tmp_path: Path) -> None:
+def test_same_attachment_twice_is_stored_once(ada: RunningGateway) -> None:
     ada.send(sample("apple_mail_png.eml"))
     second = sample("apple_mail_png.eml").replace(b"Message-Id: <", b"Message-Id: <again-", 1)
     second = second.replace(b"Message-ID: <", b"Message-ID: <again-", 1)
     ada.send(second)
 
-    database = sqlite3.connect(tmp_path / "gateway.db")
-    blobs = database.execute("select count(*) from blobs").fetchone()[0]
-    links = database.execute("select count(*) from attachments").fetchone()[0]
+    [(blobs,)] = ada.sql("select count(*) from blobs")
+    [(links,)] = ada.sql("select count(*) from attachments")
 
     assert links == 2
     assert blobs == 1
@@ -164,11 +161,10 @@ def test_unknown_sender_gets_550_and_no_mail(gateway: RunningGateway) -> None:
     assert gateway.flush_outbox() == 0
 
 
-def test_unknown_sender_message_is_kept(gateway: RunningGateway, tmp_path: Path) -> None:
+def test_unknown_sender_message_is_kept(gateway: RunningGateway) -> None:
     gateway.send(sample("gmail_plain_and_html.eml"))
 
-    database = sqlite3.connect(tmp_path / "gateway.db")
-    outcome, size = database.execute("select outcome, size_bytes from inbound_messages").fetchone()
+    [(outcome, size)] = gateway.sql("select outcome, size_bytes from inbound_messages")
 
     assert outcome == "rejected_unknown_sender"
     assert size > 0
@@ -187,14 +183,11 @@ def test_tagged_support_address_is_accepted(ada: RunningGateway) -> None:
     assert code == 250
 
 
-def test_storage_failure_answers_451(ada: RunningGateway, tmp_path: Path) -> None:
-    database = sqlite3.connect(tmp_path / "gateway.db")
-    database.execute("drop table mail_index")
-    database.execute("drop table attachments")
-    database.execute("drop table messages")
-    database.execute("drop table inbound_messages")
-    database.commit()
-    database.close()
+def test_storage_failure_answers_451(ada: RunningGateway) -> None:
+    # SQLite has no DROP TABLE ... CASCADE, so drop the referencing tables first.
+    cascade = " cascade" if DIALECT == "postgresql" else ""
+    for table in ("mail_index", "attachments", "messages", "inbound_messages"):
+        ada.sql(f"drop table {table}{cascade}")
 
     code, text = ada.send(sample("gmail_plain_and_html.eml"))
 

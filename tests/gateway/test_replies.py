@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import sqlite3
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -358,7 +357,7 @@ def test_only_quote_keeps_whole_text(thread: Thread) -> None:
     ids=["empty", "help", "urgent-with-prefix", "not-working-forwarded", "short"],
 )
 def test_vague_title_is_refused_with_notice(
-    ada: RunningGateway, tmp_path: Path, subject: str, rule: str
+    ada: RunningGateway, subject: str, rule: str
 ) -> None:
     raw = sample("thunderbird.eml")
     start = raw.index(b"Subject:")
@@ -375,8 +374,7 @@ def test_vague_title_is_refused_with_notice(
     text = notice.get_body(("plain",)).get_content()
     assert rule in text
     assert "Client Portal shows a blank page after login" in text
-    database = sqlite3.connect(tmp_path / "gateway.db")
-    assert database.execute("select outcome from inbound_messages").fetchone()[0] == "rejected_title"
+    assert ada.sql("select outcome from inbound_messages") == [("rejected_title",)]
 
 
 def test_thin_description_is_refused(ada: RunningGateway) -> None:

@@ -1,37 +1,60 @@
-"""The schema comes from migrations, and SQLite runs with durable settings."""
+"""The schema comes from migrations, and both databases run with durable settings."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
+import pytest
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
 
+import databases
+from conftest import DIALECT, POSTGRES, database_url
 from gateway.model import Builder
 from store import Store
-from store.database import upgrade_schema
+from store.database import create_engine, upgrade_schema
 from store.models import Base
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 def test_migrations_match_models(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'schema.db'}"
+    url = POSTGRES.create_blank() if POSTGRES else database_url(tmp_path)
     upgrade_schema(url)
 
-    engine = create_engine(url)
-    with engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    engine.dispose()
+    async def compare() -> list[object]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(
+                    lambda sync: compare_metadata(MigrationContext.configure(sync),
+                                                  Base.metadata)
+                )
+        finally:
+            await engine.dispose()
+
+    differences = databases.run_in_thread(compare)
 
     assert differences == []
 
 
+@pytest.mark.skipif(DIALECT != "postgresql", reason="PostgreSQL only")
+def test_postgres_commits_synchronously(tmp_path: Path) -> None:
+    async def read_setting() -> str:
+        store = Store(database_url(tmp_path))
+        try:
+            async with store.write() as tx:
+                return (await tx.session.execute(_text("show synchronous_commit"))).scalar()
+        finally:
+            await store.close()
+
+    assert databases.run_in_thread(read_setting) == "on"
+
+
+@pytest.mark.skipif(DIALECT != "sqlite", reason="SQLite only")
 def test_sqlite_runs_wal_and_synchronous_full(tmp_path: Path) -> None:
     async def read_pragmas() -> tuple[str, int]:
         store = Store(f"sqlite:///{tmp_path / 'pragmas.db'}")
@@ -75,7 +98,7 @@ def _open_tickets(url: str, count: int) -> list[int]:
 
 
 def test_two_processes_get_unique_increasing_numbers(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'numbers.db'}"
+    url = database_url(tmp_path)
 
     async def prepare() -> None:
         store = Store(url)
@@ -93,5 +116,13 @@ def test_two_processes_get_unique_increasing_numbers(tmp_path: Path) -> None:
     assert len(set(first) | set(second)) == 300
     assert first == sorted(first)
     assert second == sorted(second)
-    database = sqlite3.connect(tmp_path / "numbers.db")
-    assert database.execute("select max(number) from tickets").fetchone()[0] == 300
+    assert asyncio.run(_max_ticket_number(url)) == 300
+
+
+async def _max_ticket_number(url: str) -> int:
+    store = Store(url)
+    try:
+        [(highest,)] = await databases.query(store, "select max(number) from tickets")
+    finally:
+        await store.close()
+    return highest

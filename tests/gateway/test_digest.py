@@ -1,0 +1,417 @@
+"""Reminder digests: who gets one, what it lists, and how often."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from conftest import FakeClock, RunningGateway, make_config, running_gateway, sample
+from digest_support import (
+    add_waiting,
+    digests,
+    listed_numbers,
+    reply_addresses,
+    send_digests,
+    text_of,
+    work,
+)
+from gateway.digest import describe_wait, excerpt
+from gateway.support import TicketChange
+
+# Tuesday 1 December 2026, 09:00 UTC: the fixture clock's start.
+TUESDAY_9 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def _ask(gateway: RunningGateway, number: int, question: str) -> None:
+    support = gateway.gateway.support_desk
+    assert support is not None
+    gateway.call(lambda: support.change(
+        number, TicketChange(status="waiting_on_builder", question=question), actor="grace"))
+
+
+def _reply(message: bytes, to: str) -> bytes:
+    return message.replace(b"To: support@localhost", f"To: {to}".encode())
+
+
+def test_builder_gets_one_digest_listing_both(ada: RunningGateway) -> None:
+    assert ada.send(sample("thunderbird.eml"))[0] == 250
+    assert ada.send(sample("gmail_plain_and_html.eml"))[0] == 250
+    _ask(ada, 1, "Which language is the search box set to?")
+    _ask(ada, 2, "Does the blank page also show in a private window?")
+    ada.flush_outbox()
+    ada.clock.current = datetime(2026, 12, 2, 9, 5, tzinfo=UTC)
+
+    queued = send_digests(ada)
+
+    [digest] = digests(ada)
+    assert queued == 1
+    assert digest["To"].addresses[0].addr_spec == "ada@example.com"
+    assert digest["Subject"] == "Reminder: 2 tickets wait for your answer"
+    assert listed_numbers(digest) == [2, 1]
+
+
+def test_reply_to_digest_address_reopens_conversation(ada: RunningGateway) -> None:
+    ada.send(sample("thunderbird.eml"))
+    ada.send(sample("gmail_plain_and_html.eml"))
+    _ask(ada, 1, "Which language is the search box set to?")
+    _ask(ada, 2, "Does the blank page also show in a private window?")
+    ada.clock.current = datetime(2026, 12, 2, 9, 5, tzinfo=UTC)
+    send_digests(ada)
+    [digest] = digests(ada)
+    address = reply_addresses(digest)[1]
+    answer = (
+        "From: Ada Lovelace <ada@example.com>\r\n"
+        f"To: {address}\r\n"
+        "Subject: Re: Reminder: 2 tickets wait for your answer\r\n"
+        "Message-ID: <answer-1@mail.example.com>\r\n"
+        "Date: Wed, 02 Dec 2026 09:30:00 +0000\r\n"
+        "\r\n"
+        "The search box is set to German.\r\n"
+    ).encode()
+
+    code, reply = ada.send(answer, to=(address,))
+
+    assert code == 250, reply
+    assert ada.ticket(1).summary.status == "open"
+    assert ada.ticket(2).summary.status == "waiting_on_builder"
+    builder_messages = [m for m in ada.ticket(1).messages if m.kind == "builder"]
+    assert builder_messages[-1].body.startswith("The search box is set to German.")
+
+
+def test_digest_names_every_field_and_headers(gateway: RunningGateway) -> None:
+    number = add_waiting(
+        gateway, "ada@example.com", "Client Portal shows a blank page after login",
+        since=TUESDAY_9 - timedelta(days=2, hours=3), severity="sev2", app="Client Portal",
+        question="Does the blank page also show\n\nin a private window?",
+    )
+
+    send_digests(gateway)
+
+    [digest] = digests(gateway)
+    text = text_of(digest)
+    assert f"#{number} Client Portal shows a blank page after login" in text
+    assert "App:      Client Portal" in text
+    assert "Severity: Sev 2 - Major" in text
+    assert "Waiting:  2 days, 3 hours" in text
+    assert "Question: Does the blank page also show in a private window?" in text
+    assert digest["Reply-To"].addresses[0].addr_spec in text
+    assert digest["Auto-Submitted"] == "auto-generated"
+    assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert digest["List-Unsubscribe"].startswith("<http://127.0.0.1:8080/unsubscribe/")
+    assert digest["Subject"] == f"Reminder: [#{number}] Client Portal shows a blank page after login"
+
+
+def test_each_ticket_has_own_reply_address(gateway: RunningGateway) -> None:
+    first = add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                        since=TUESDAY_9 - timedelta(days=2))
+    second = add_waiting(gateway, "ada@example.com", "Orders export button does nothing",
+                         since=TUESDAY_9 - timedelta(days=2))
+
+    send_digests(gateway)
+
+    [digest] = digests(gateway)
+    found = reply_addresses(digest)
+    assert found[first].startswith(f"support+{first}.")
+    assert found[second].startswith(f"support+{second}.")
+    assert digest["Reply-To"] is None
+
+
+def test_same_severity_longest_wait_first(gateway: RunningGateway) -> None:
+    recent = add_waiting(gateway, "ada@example.com", "Orders export button does nothing",
+                         since=TUESDAY_9 - timedelta(days=2))
+    oldest = add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                         since=TUESDAY_9 - timedelta(days=5))
+    blocking = add_waiting(gateway, "ada@example.com", "Published app returns error 500",
+                           since=TUESDAY_9 - timedelta(days=1), severity="sev1")
+
+    send_digests(gateway)
+
+    [digest] = digests(gateway)
+    assert listed_numbers(digest) == [blocking, oldest, recent]
+
+
+def test_wait_under_threshold_is_not_listed(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(hours=23))
+    listed = add_waiting(gateway, "ada@example.com", "Orders export button does nothing",
+                         since=TUESDAY_9 - timedelta(hours=24))
+
+    send_digests(gateway)
+
+    [digest] = digests(gateway)
+    assert listed_numbers(digest) == [listed]
+
+
+def test_builder_with_nothing_waiting_gets_nothing(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    gateway.add_builder("grace@example.com", name="Grace Hopper")
+
+    send_digests(gateway)
+
+    recipients = [d["To"].addresses[0].addr_spec for d in digests(gateway)]
+    assert recipients == ["ada@example.com"]
+
+
+def test_ticket_in_other_status_is_not_listed(gateway: RunningGateway) -> None:
+    number = add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                         since=TUESDAY_9 - timedelta(days=2))
+    gateway.sql("UPDATE tickets SET status = 'in_progress' WHERE number = :n", n=number)
+
+    assert send_digests(gateway) == 0
+    assert digests(gateway) == []
+
+
+def test_ticket_repeats_only_after_interval(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    send_digests(gateway)
+    sent = []
+
+    for day in (2, 3, 4, 5, 7):  # Wednesday to Saturday, then Monday
+        gateway.clock.current = datetime(2026, 12, day, 9, 1, tzinfo=UTC)
+        sent.append(send_digests(gateway))
+
+    # Friday is 3 days after Tuesday, and Monday 3 days after Friday.
+    assert sent == [0, 0, 1, 0, 1]
+
+
+def test_reminders_stop_after_max(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    sent = []
+
+    for week in range(5):
+        for weekday in range(5):
+            gateway.clock.current = TUESDAY_9 + timedelta(weeks=week, days=weekday)
+            sent.append(send_digests(gateway))
+
+    assert sum(sent) == 3
+    assert len(digests(gateway)) == 3
+
+
+def test_new_wait_restarts_reminder_count(gateway: RunningGateway) -> None:
+    number = add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                         since=TUESDAY_9 - timedelta(days=2))
+    for days in (0, 3, 6):
+        gateway.clock.current = TUESDAY_9 + timedelta(days=days)
+        send_digests(gateway)
+    assert len(digests(gateway)) == 3
+
+    async def ask_again() -> None:
+        async with gateway.gateway.store.write() as tx:
+            ticket = await tx.lock_ticket(number)
+            await tx.update_ticket(ticket.id, status="waiting_on_builder",
+                                   now=TUESDAY_9 + timedelta(days=7))
+
+    gateway.call(ask_again)
+
+    gateway.clock.current = TUESDAY_9 + timedelta(days=9)
+    sent = send_digests(gateway)
+
+    assert sent == 1
+
+
+def test_builder_time_zone_decides_send_time(gateway: RunningGateway) -> None:
+    # Monday 20:00 UTC: 24 hours before Tokyo's Wednesday 09:00 (00:00 UTC),
+    # but less than 24 hours before London's Tuesday 09:00.
+    since = datetime(2026, 11, 30, 20, 0, tzinfo=UTC)
+    add_waiting(gateway, "kenji@example.com", "Search ignores accented letters",
+                since=since, timezone="Asia/Tokyo")
+    add_waiting(gateway, "ada@example.com", "Orders export button does nothing",
+                since=since, timezone="Europe/London")
+    # Wednesday 00:30 UTC is 09:30 in Tokyo and still Tuesday night in London.
+    gateway.clock.current = datetime(2026, 12, 2, 0, 30, tzinfo=UTC)
+    send_digests(gateway)
+    first = [d["To"].addresses[0].addr_spec for d in digests(gateway)]
+
+    gateway.clock.current = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    send_digests(gateway)
+    both = [d["To"].addresses[0].addr_spec for d in digests(gateway)]
+
+    assert first == ["kenji@example.com"]
+    assert sorted(both) == ["ada@example.com", "kenji@example.com"]
+
+
+def test_no_digest_before_first_weekday_time(gateway: RunningGateway) -> None:
+    # Saturday and Sunday are outside the default schedule: Friday's period
+    # stays the latest, and its digests went out on Friday.
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    gateway.clock.current = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)  # Friday
+    assert send_digests(gateway) == 1
+    add_waiting(gateway, "grace@example.com", "Orders export button does nothing",
+                since=datetime(2026, 12, 4, 9, 30, tzinfo=UTC))
+
+    gateway.clock.current = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)  # Sunday
+    weekend = send_digests(gateway)
+    gateway.clock.current = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # Monday
+    monday = send_digests(gateway)
+
+    # Monday lists Grace's new wait and, 3 days after Friday, Ada's again.
+    assert weekend == 0
+    assert monday == 2
+
+
+def test_missed_runs_are_coalesced(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=30))
+    add_waiting(gateway, "grace@example.com", "Orders export button does nothing",
+                since=TUESDAY_9 - timedelta(days=30))
+    # Down from Tuesday 08:00 until Friday 11:00: Tue, Wed, Thu and Fri 09:00
+    # passed without a run.
+    gateway.clock.current = datetime(2026, 12, 4, 11, 0, tzinfo=UTC)
+
+    first = send_digests(gateway)
+    again = send_digests(gateway)
+
+    assert first == 2
+    assert again == 0
+    assert len(digests(gateway)) == 2
+    periods = gateway.sql("SELECT COUNT(*) FROM digest_runs")
+    assert periods == [(1,)]
+
+
+def test_opted_out_builder_gets_no_digest(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    send_digests(gateway)
+    [first] = digests(gateway)
+    status = _one_click(gateway, first)
+
+    gateway.clock.current = TUESDAY_9 + timedelta(days=3)
+    sent = send_digests(gateway)
+
+    assert status == 200
+    assert sent == 0
+    assert len(digests(gateway)) == 1
+
+
+def test_unsubscribe_page_asks_before_acting(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    send_digests(gateway)
+    [first] = digests(gateway)
+    path = urlsplit(first["List-Unsubscribe"].strip("<>")).path
+
+    status, body = _http(gateway, "GET", path)
+
+    assert status == 200
+    assert '<form method="post"' in body
+    assert "ada@example.com" in body
+    assert gateway.sql("SELECT COUNT(*) FROM digest_opt_outs") == [(0,)]
+
+
+@pytest.mark.parametrize("token", ["garbage", "WzEsImFkYUBleGFtcGxlLmNvbSJd.bad"],
+                         ids=["not-a-token", "bad-signature"])
+def test_unsubscribe_with_bad_token_is_rejected(gateway: RunningGateway, token: str) -> None:
+    get_status, _ = _http(gateway, "GET", f"/unsubscribe/{token}")
+    post_status, body = _http(gateway, "POST", f"/unsubscribe/{token}")
+
+    assert get_status == 400
+    assert post_status == 400
+    assert "invalid" in body
+    assert gateway.sql("SELECT COUNT(*) FROM digest_opt_outs") == [(0,)]
+
+
+def test_dry_run_lists_without_claiming(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+
+    async def preview() -> list[object]:
+        return [plan async for plan in work(gateway).digests.preview()]
+
+    plans = gateway.call(preview)
+
+    assert [p.builder.email for p in plans] == ["ada@example.com"]
+    assert gateway.sql("SELECT COUNT(*) FROM digest_claims") == [(0,)]
+    assert gateway.sql("SELECT COUNT(*) FROM outbox WHERE kind = 'digest'") == [(0,)]
+
+
+def test_run_by_hand_ignores_schedule(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    gateway.clock.current = datetime(2026, 12, 5, 15, 0, tzinfo=UTC)  # Saturday
+
+    first = gateway.call(work(gateway).digests.run_now)
+    again = gateway.call(work(gateway).digests.run_now)
+
+    assert first == 1
+    assert again == 0
+
+
+@pytest.mark.parametrize(
+    ("waited", "expected"),
+    [(timedelta(hours=5), "5 hours"), (timedelta(hours=25), "1 day, 1 hour"),
+     (timedelta(days=2), "2 days"), (timedelta(days=9, hours=4), "9 days")],
+    ids=["hours", "day-and-hour", "days", "many-days"],
+)
+def test_describe_wait(waited: timedelta, expected: str) -> None:
+    assert describe_wait(waited) == expected
+
+
+def test_excerpt_cuts_at_word() -> None:
+    text = "Could you send a screenshot " * 20
+
+    cut = excerpt(text, limit=40)
+
+    assert cut == "Could you send a screenshot Could you …"
+    assert excerpt(None) is None
+
+
+def _http(gateway: RunningGateway, method: str, path: str, **kwargs: object) -> tuple[int, str]:
+    async def run() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, gateway.web_url + path, **kwargs) as response:
+                return response.status, await response.text()
+
+    return gateway.call(run)
+
+
+def _one_click(gateway: RunningGateway, digest: EmailMessage) -> int:
+    path = urlsplit(digest["List-Unsubscribe"].strip("<>")).path
+    status, _ = _http(gateway, "POST", path, data={"List-Unsubscribe": "One-Click"})
+    return status
+
+
+def test_cli_dry_run_prints_and_sends_nothing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import cli
+
+    clock = FakeClock(datetime.now(UTC))
+    config = make_config(tmp_path)
+    with running_gateway(config, clock) as gateway:
+        add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                    since=clock() - timedelta(days=2))
+    config_file = tmp_path / "gateway.toml"
+    config_file.write_text(f'[database]\nurl = "{config.database.url}"\n'
+                           f'[outbound]\nmaildir = "{config.outbound.maildir}"\n')
+
+    dry = CliRunner().invoke(cli, ["--config", str(config_file), "digest", "--dry-run"])
+    sent = CliRunner().invoke(cli, ["--config", str(config_file), "digest"])
+
+    assert dry.exit_code == 0, dry.output
+    assert "ada@example.com: 1 ticket(s)" in dry.output
+    assert "Search ignores accented letters" in dry.output
+    assert "1 digest(s) would be sent" in dry.output
+    assert sent.exit_code == 0, sent.output
+    assert "1 digest(s) queued" in sent.output
+
+
+def test_suppressed_address_gets_no_digest(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    gateway.sql(
+        "INSERT INTO suppressed_addresses (address, suppressed_until, reason, created_at) "
+        "VALUES ('ada@example.com', :until, '5.1.1 mailbox unknown', :now)",
+        until=TUESDAY_9 + timedelta(days=7), now=TUESDAY_9,
+    )
+
+    assert send_digests(gateway) == 0
+    assert digests(gateway) == []

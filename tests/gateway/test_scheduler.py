@@ -1,0 +1,331 @@
+"""Scheduled work: several instances, crashes, query counts, auto-resolve,
+escalation and pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import threading
+from datetime import UTC, datetime, timedelta
+from email import policy
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from conftest import FakeClock, RunningGateway, make_config, running_gateway, sample
+from digest_support import add_waiting, digests, send_digests, text_of, work
+from gateway.config import RemindersConfig
+from gateway.digest import DigestRunner, DigestSettings
+from gateway.model import Builder
+from gateway.scheduler import Scheduler, ScheduledWork, make_scheduled_work
+from gateway.service import make_desks
+from store import Store
+
+TUESDAY_9 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def _second_instance(gateway: RunningGateway) -> tuple[Store, ScheduledWork]:
+    """Return another instance's store and jobs on the same database."""
+    async def build() -> tuple[Store, ScheduledWork]:
+        store = Store(gateway.gateway.config.database.url)
+        desks = await make_desks(gateway.gateway.config, store, gateway.clock)
+        return store, await make_scheduled_work(gateway.gateway.config, desks,
+                                                now=gateway.clock)
+
+    return gateway.call(build)
+
+
+def _waiting_builders(gateway: RunningGateway, count: int, tickets: int = 2) -> None:
+    for index in range(count):
+        for ticket in range(tickets):
+            add_waiting(gateway, f"builder{index}@example.com",
+                        f"Orders export number {ticket} does nothing",
+                        since=TUESDAY_9 - timedelta(days=2, hours=ticket))
+
+
+def _statements_for_digests(tmp_path: Path, builders: int) -> tuple[int, int]:
+    clock = FakeClock(TUESDAY_9)
+    with running_gateway(make_config(tmp_path), clock) as gateway:
+        _waiting_builders(gateway, builders)
+        statements: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements.append(statement)
+
+        engine = gateway.gateway.store._engine.sync_engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            sent = send_digests(gateway)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return sent, len(statements)
+
+
+def test_statements_do_not_grow_with_builders(tmp_path: Path) -> None:
+    few_sent, few = _statements_for_digests(tmp_path / "few", 5)
+    many_sent, many = _statements_for_digests(tmp_path / "many", 50)
+
+    assert few_sent == 5
+    assert many_sent == 50
+    assert many == few
+
+
+def test_two_schedulers_send_once(gateway: RunningGateway) -> None:
+    _waiting_builders(gateway, 6)
+    other_store, other = _second_instance(gateway)
+
+    async def both() -> list[int]:
+        return list(await asyncio.gather(work(gateway).send_digests(), other.send_digests()))
+
+    try:
+        counts = gateway.call(both)
+    finally:
+        gateway.call(other_store.close)
+
+    recipients = sorted(d["To"].addresses[0].addr_spec for d in digests(gateway))
+    assert sum(counts) == 6
+    assert recipients == sorted(f"builder{i}@example.com" for i in range(6))
+
+
+class _CrashingMailer:
+    """The real mailer, except that composing for one address raises."""
+
+    def __init__(self, mailer: Any, crash_on: str) -> None:
+        self._mailer = mailer
+        self._crash_on = crash_on
+
+    def reply_address(self, ticket: Any) -> str:
+        return self._mailer.reply_address(ticket)
+
+    def compose_unqueued(self, builder: Builder, notice: Any, **kwargs: Any) -> Any:
+        if builder.email == self._crash_on:
+            raise RuntimeError("the process died here")
+        return self._mailer.compose_unqueued(builder, notice, **kwargs)
+
+
+def test_crash_mid_run_then_restart_sends_once(gateway: RunningGateway) -> None:
+    _waiting_builders(gateway, 5)
+    crashing = DigestRunner(
+        store=gateway.gateway.store,
+        mailer=_CrashingMailer(gateway.gateway.mailer, "builder3@example.com"),
+        settings=DigestSettings(),
+        unsubscribe_url=lambda builder: f"http://127.0.0.1:8080/unsubscribe/{builder.id}",
+        sender_address="support@localhost",
+        is_own_address=lambda address: False,
+        now=gateway.clock,
+        batch_builders=2,
+    )
+    try:
+        gateway.call(crashing.run_due)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the crashing run finished")
+    before_restart = len(digests(gateway))
+
+    sent_after_restart = send_digests(gateway)
+
+    recipients = sorted(d["To"].addresses[0].addr_spec for d in digests(gateway))
+    assert before_restart == 2
+    assert sent_after_restart == 3
+    assert recipients == sorted(f"builder{i}@example.com" for i in range(5))
+
+
+def test_auto_resolve_tells_builder_and_reply_reopens(ada: RunningGateway) -> None:
+    ada.send(sample("thunderbird.eml"))
+    support = ada.gateway.support_desk
+    assert support is not None
+    from gateway.support import TicketChange
+
+    ada.call(lambda: support.change(
+        1, TicketChange(status="waiting_on_builder", question="Which language?"),
+        actor="grace"))
+    ada.flush_outbox()
+    ada.clock.advance(days=14, minutes=1)
+
+    resolved = ada.call(work(ada).auto_resolve)
+    ada.flush_outbox()
+    notice = text_of(email.message_from_bytes(ada.outbox_files()[-1].read_bytes(),
+                                              policy=policy.default))
+    reply = sample("thunderbird.eml").replace(
+        b"Subject: Search in the Recipes app", b"Subject: Re: [#1] Search in the Recipes app"
+    ).replace(b"Message-ID: <", b"Message-ID: <again-")
+    code, _ = ada.send(reply)
+
+    assert resolved == 1
+    assert "resolved automatically" in notice
+    assert "14 days" in notice
+    assert code == 250
+    assert ada.ticket(1).summary.status == "reopened"
+
+
+def test_auto_resolve_leaves_recent_waits(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=13))
+
+    resolved = gateway.call(work(gateway).auto_resolve)
+
+    assert resolved == 0
+    assert gateway.ticket(1).summary.status == "waiting_on_builder"
+
+
+def test_auto_resolve_off_when_zero(tmp_path: Path, clock: FakeClock) -> None:
+    config = make_config(tmp_path, reminders=RemindersConfig(auto_resolve_after_days=0))
+    with running_gateway(config, clock) as gateway:
+        add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                    since=TUESDAY_9 - timedelta(days=400))
+
+        resolved = gateway.call(work(gateway).auto_resolve)
+
+        assert resolved == 0
+        assert gateway.ticket(1).summary.status == "waiting_on_builder"
+
+
+def _sev1(gateway: RunningGateway, severity: str = "sev1") -> int:
+    async def run() -> int:
+        async with gateway.gateway.store.write() as tx:
+            builder = await tx.upsert_builder("ada@example.com", name="Ada", timezone=None,
+                                              apps=(), now=gateway.clock())
+            _id, number = await tx.create_ticket(
+                builder=builder, title="Published app returns error 500 for every user",
+                description="Every page of the Client Portal answers with error 500.",
+                app=None, category="published_app", severity=severity, now=gateway.clock(),
+            )
+        return number
+
+    return gateway.call(run)
+
+
+def test_sev1_in_review_is_escalated_once(gateway: RunningGateway) -> None:
+    blocking = _sev1(gateway)
+    major = _sev1(gateway, "sev2")
+    gateway.clock.advance(minutes=61)
+
+    first = gateway.call(work(gateway).escalate_sev1)
+    again = gateway.call(work(gateway).escalate_sev1)
+
+    assert first == 1
+    assert again == 0
+    assert gateway.ticket(blocking).summary.status == "escalated"
+    assert gateway.ticket(major).summary.status == "new"
+
+
+def test_sev1_not_escalated_before_time(gateway: RunningGateway) -> None:
+    number = _sev1(gateway)
+    gateway.clock.advance(minutes=59)
+
+    assert gateway.call(work(gateway).escalate_sev1) == 0
+    assert gateway.ticket(number).summary.status == "new"
+
+
+def test_two_instances_escalate_once(gateway: RunningGateway) -> None:
+    number = _sev1(gateway)
+    gateway.clock.advance(minutes=90)
+    other_store, other = _second_instance(gateway)
+
+    async def both() -> list[int]:
+        return list(await asyncio.gather(work(gateway).escalate_sev1(),
+                                         other.escalate_sev1()))
+
+    try:
+        counts = gateway.call(both)
+    finally:
+        gateway.call(other_store.close)
+
+    changes = [m for m in gateway.ticket(number).messages
+               if m.kind == "system" and "escalated" in m.body]
+    assert sum(counts) == 1
+    assert len(changes) == 1
+
+
+def test_unfinished_claim_is_taken_over_after_lease(gateway: RunningGateway) -> None:
+    number = _sev1(gateway)
+    gateway.clock.advance(minutes=90)
+
+    async def claim_and_die() -> bool:
+        async with gateway.gateway.store.write() as tx:
+            return await tx.claim_ticket_action(
+                "escalate", 1, wait_started_at=TUESDAY_9, statuses=("new",),
+                claimed_by="dead-instance", now=gateway.clock(),
+                lease=timedelta(minutes=10),
+            )
+
+    assert gateway.call(claim_and_die)
+    during_lease = gateway.call(work(gateway).escalate_sev1)
+    gateway.clock.advance(minutes=11)
+    after_lease = gateway.call(work(gateway).escalate_sev1)
+
+    assert during_lease == 0
+    assert after_lease == 1
+    assert gateway.ticket(number).summary.status == "escalated"
+
+
+def test_prune_keeps_conversation_of_closed_ticket(ada: RunningGateway) -> None:
+    from gateway.support import TicketChange
+
+    ada.send(sample("thunderbird.eml"))
+    ada.send(sample("gmail_plain_and_html.eml"))
+    support = ada.gateway.support_desk
+    assert support is not None
+    ada.call(lambda: support.change(1, TicketChange(status="closed"), actor="grace"))
+    ada.clock.advance(days=91)
+
+    pruned = ada.call(work(ada).prune_raw_inbound)
+
+    rows = ada.sql("SELECT ticket_id, raw IS NULL FROM inbound_messages ORDER BY id")
+    assert pruned == 1
+    assert [(ticket, bool(gone)) for ticket, gone in rows] == [(1, True), (2, False)]
+    assert ada.ticket(1).messages[0].body
+
+
+def test_prune_waits_for_retention(ada: RunningGateway) -> None:
+    from gateway.support import TicketChange
+
+    ada.send(sample("thunderbird.eml"))
+    support = ada.gateway.support_desk
+    assert support is not None
+    ada.call(lambda: support.change(1, TicketChange(status="closed"), actor="grace"))
+    ada.clock.advance(days=89)
+
+    assert ada.call(work(ada).prune_raw_inbound) == 0
+
+
+def test_jobs_coalesce_and_never_overlap(gateway: RunningGateway) -> None:
+    jobs = {job.id: job for job in Scheduler(work(gateway)).jobs}
+
+    assert sorted(jobs) == ["auto_resolve", "digest", "escalate_sev1", "prune_raw_inbound"]
+    for job in jobs.values():
+        assert job.coalesce is True
+        assert job.max_instances == 1
+        assert job.misfire_grace_time is None
+
+
+def test_started_scheduler_runs_digest_at_once(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    digest_done = threading.Event()
+    scheduler = Scheduler(
+        work(gateway),
+        on_job_done=lambda name: digest_done.set() if name == "digest" else None,
+    )
+
+    async def start() -> None:
+        scheduler.start()
+
+    gateway.call(start)
+    try:
+        finished = digest_done.wait(timeout=30)
+    finally:
+        gateway.call(_async(scheduler.shutdown))
+
+    assert finished
+    [digest] = digests(gateway)
+    assert "Search ignores accented letters" in text_of(digest)
+
+
+def _async(function: Any) -> Any:
+    async def run() -> None:
+        function()
+
+    return run
