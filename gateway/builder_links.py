@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import URLSafeSerializer
 from markupsafe import escape
 
 from gateway.model import Builder
+from gateway.signed_tokens import load_pair
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +56,10 @@ class BuilderLinks:
 
     async def resolve(self, tx: Any, token: str, *, now: datetime) -> Builder | None:
         """Return the builder a token belongs to, or None when it is invalid or dead."""
-        try:
-            payload = self._serializer.loads(token)
-        except BadSignature:
+        pair = load_pair(self._serializer, token)
+        if pair is None:
             return None
-        if (
-            not isinstance(payload, list)
-            or len(payload) != 2
-            or not isinstance(payload[0], int)
-            or not isinstance(payload[1], str)
-        ):
-            return None
-        link_id, secret = payload
+        link_id, secret = pair
         link = await tx.find_builder_link(link_id)
         if link is None or not hmac.compare_digest(link.secret_sha256, _digest(secret)):
             return None

@@ -22,9 +22,9 @@ from gateway.config import Config, is_loopback
 from gateway.delivery import OutboxWorker
 from gateway.errors import ConfigError
 from gateway.events import EventFanout
-from gateway.slack_mirror import SlackMirror
 from gateway.mailer import MailerSettings, NoticeMailer
 from gateway.scheduler import Scheduler, make_scheduled_work
+from gateway.slack_mirror import SlackMirror
 from gateway.support import SupportDesk
 from gateway.tickets import Desk, DeskSettings
 from gateway.web import make_web_app

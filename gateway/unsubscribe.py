@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import URLSafeSerializer
 from markupsafe import escape
 
 from gateway.model import Builder
+from gateway.signed_tokens import load_pair
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,7 @@ class UnsubscribeLinks:
 
     def read(self, token: str) -> tuple[int, str] | None:
         """Return (builder id, email) from a token, or None when it is not ours."""
-        try:
-            payload = self._serializer.loads(token)
-        except BadSignature:
-            return None
-        if (
-            not isinstance(payload, list)
-            or len(payload) != 2
-            or not isinstance(payload[0], int)
-            or not isinstance(payload[1], str)
-        ):
-            return None
-        return payload[0], payload[1]
+        return load_pair(self._serializer, token)
 
 
 async def load_unsubscribe_links(store: Any, *, public_url: str = "") -> UnsubscribeLinks:

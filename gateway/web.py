@@ -15,7 +15,13 @@ from gateway import fields
 from gateway.builder_links import BuilderLinks
 from gateway.errors import StorageUnavailable
 from gateway.metrics import CONTENT_TYPE, render_metrics
-from gateway.model import Builder, MessageView, TicketDetail, TicketFilter, TicketSummary
+from gateway.model import (
+    Builder,
+    MessageView,
+    TicketDetail,
+    TicketFilter,
+    TicketSummary,
+)
 from gateway.notices import TEMPLATES_DIR, make_environment
 from gateway.unsubscribe import add_unsubscribe_routes
 from gateway.web_access import (

@@ -23,6 +23,7 @@ from store.models import (
     SlackThreadRow,
     TicketRow,
 )
+from store.outbox import claim_outbox_rows
 
 log = logging.getLogger(__name__)
 
@@ -193,29 +194,15 @@ class SlackQueries:
             earlier.ticket_id == OutboxRow.ticket_id,
             earlier.id < OutboxRow.id,
         )
-        due = (
-            select(OutboxRow.id)
-            .where(
-                OutboxRow.channel == SLACK_CHANNEL,
-                OutboxRow.state == "pending",
-                OutboxRow.next_attempt_at <= now,
-                or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
-                ~waits_behind_earlier,
-            )
-            .order_by(OutboxRow.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        ids = list(await self.session.scalars(due))
-        if not ids:
-            return []
-        await self.session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.id.in_(ids))
-            .values(claimed_by=worker, claimed_until=now + lease)
-        )
-        rows = await self.session.scalars(
-            select(OutboxRow).where(OutboxRow.id.in_(ids)).order_by(OutboxRow.id)
+        rows = await claim_outbox_rows(
+            self.session,
+            channel=SLACK_CHANNEL,
+            worker=worker,
+            now=now,
+            lease=lease,
+            limit=limit,
+            order_by=(OutboxRow.id,),
+            extra_conditions=(~waits_behind_earlier,),
         )
         return [
             SlackJob(row.id, row.ticket_id or 0, row.recipient, row.kind,

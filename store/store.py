@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
@@ -28,13 +28,10 @@ from gateway.model import (
     TicketFilter,
     TicketPage,
     TicketState,
-    TicketSummary,
 )
 from store.database import SQLITE_BUSY_TIMEOUT_MS, create_engine, upgrade_schema_async
 from store.digests import DigestQueries
 from store.mail_safety import MailSafetyQueries
-from store.web import WebQueries
-from store.slack import SlackQueries
 from store.models import (
     AppRow,
     AttachmentRow,
@@ -42,13 +39,17 @@ from store.models import (
     BuilderRow,
     Counter,
     InboundRow,
-    NoticeLogRow,
-    SettingRow,
     MailIndexRow,
     MessageRow,
+    NoticeLogRow,
     OutboxRow,
+    SettingRow,
     TicketRow,
 )
+from store.outbox import claim_outbox_rows
+from store.slack import SlackQueries
+from store.views import builder_view, inbound_view, ticket_summary
+from store.web import WebQueries
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         apps = await self.session.scalars(
             select(AppRow).where(AppRow.builder_id == row.id).order_by(AppRow.name)
         )
-        return _builder(row, [App(a.name, a.uri) for a in apps])
+        return builder_view(row, [App(a.name, a.uri) for a in apps])
 
     async def list_builders(self) -> list[Builder]:
         """Return every builder with its apps, by email."""
@@ -195,7 +196,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         apps: dict[int, list[App]] = {}
         for app in await self.session.scalars(select(AppRow).order_by(AppRow.name)):
             apps.setdefault(app.builder_id, []).append(App(app.name, app.uri))
-        return [_builder(row, apps.get(row.id, [])) for row in rows]
+        return [builder_view(row, apps.get(row.id, [])) for row in rows]
 
     async def _builder_row(self, email: str) -> BuilderRow | None:
         return await self.session.scalar(select(BuilderRow).where(BuilderRow.email == email))
@@ -288,7 +289,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             number = await self.session.scalar(
                 select(TicketRow.number).where(TicketRow.id == row.ticket_id)
             )
-        return _inbound(row, number), row.raw
+        return inbound_view(row, number), row.raw
 
     async def inbound_recipients(self, inbound_id: int) -> tuple[str, ...]:
         """Return the envelope recipients of one inbound message."""
@@ -310,7 +311,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         if outcome:
             query = query.where(InboundRow.outcome == outcome)
         rows = await self.session.execute(query)
-        return [_inbound(row, number) for row, number in rows]
+        return [inbound_view(row, number) for row, number in rows]
 
     # Tickets
 
@@ -484,7 +485,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             resolution_summary=row.resolution_summary,
             duplicate_of=duplicate_of,
             app_name=row.app_name,
-            builder=_builder(builder_row, [App(a.name, a.uri) for a in apps]),
+            builder=builder_view(builder_row, [App(a.name, a.uri) for a in apps]),
         )
 
     async def update_ticket(
@@ -574,7 +575,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             .limit(per_page)
             .offset((page - 1) * per_page)
         )
-        tickets = tuple(_summary(ticket, builder) for ticket, builder in rows)
+        tickets = tuple(ticket_summary(ticket, builder) for ticket, builder in rows)
         return TicketPage(
             total=total,
             open=open_count,
@@ -660,7 +661,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             select(InboundRow).where(InboundRow.ticket_id == ticket.id).order_by(InboundRow.id)
         )
         return TicketDetail(
-            summary=_summary(ticket, builder),
+            summary=ticket_summary(ticket, builder),
             description=ticket.description,
             resolution_summary=ticket.resolution_summary,
             duplicate_of=duplicate_of,
@@ -677,7 +678,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
                 )
                 for m in messages
             ),
-            inbound=tuple(_inbound(row, ticket.number) for row in inbound.scalars()),
+            inbound=tuple(inbound_view(row, ticket.number) for row in inbound.scalars()),
         )
 
     async def get_attachment(self, attachment_id: int) -> tuple[AttachmentInfo, bytes] | None:
@@ -736,28 +737,14 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         self, *, worker: str, now: datetime, lease: timedelta, limit: int
     ) -> list[OutgoingEmail]:
         """Claim up to LIMIT due outbox emails for WORKER until the lease ends."""
-        due = (
-            select(OutboxRow.id)
-            .where(
-                OutboxRow.channel == "email",
-                OutboxRow.state == "pending",
-                OutboxRow.next_attempt_at <= now,
-                or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
-            )
-            .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        ids = list(await self.session.scalars(due))
-        if not ids:
-            return []
-        await self.session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.id.in_(ids))
-            .values(claimed_by=worker, claimed_until=now + lease)
-        )
-        rows = await self.session.scalars(
-            select(OutboxRow).where(OutboxRow.id.in_(ids)).order_by(OutboxRow.id)
+        rows = await claim_outbox_rows(
+            self.session,
+            channel="email",
+            worker=worker,
+            now=now,
+            lease=lease,
+            limit=limit,
+            order_by=(OutboxRow.next_attempt_at, OutboxRow.id),
         )
         return [
             OutgoingEmail(
@@ -820,41 +807,3 @@ def _is_dedupe_violation(exc: IntegrityError) -> bool:
     if constraint is not None:
         return constraint == DEDUPE_CONSTRAINT
     return "inbound_messages.dedupe_key" in str(exc.orig)
-
-
-def _builder(row: BuilderRow, apps: Sequence[App]) -> Builder:
-    return Builder(id=row.id, email=row.email, name=row.name, timezone=row.timezone,
-                   apps=tuple(apps))
-
-
-def _summary(ticket: TicketRow, builder: BuilderRow) -> TicketSummary:
-    return TicketSummary(
-        id=ticket.id,
-        number=ticket.number,
-        title=ticket.title,
-        status=ticket.status,
-        status_label=fields.status_label(ticket.status),
-        category=ticket.category,
-        severity=ticket.severity,
-        priority=ticket.priority,
-        app_name=ticket.app_name,
-        app_uri=ticket.app_uri,
-        builder_email=builder.email,
-        builder_name=builder.name,
-        assignee=ticket.assignee,
-        created_at=ticket.created_at,
-        last_activity_at=ticket.last_activity_at,
-    )
-
-
-def _inbound(row: InboundRow, ticket_number: int | None) -> InboundView:
-    return InboundView(
-        id=row.id,
-        received_at=row.received_at,
-        mail_from=row.mail_from,
-        message_id=row.message_id,
-        size_bytes=row.size_bytes,
-        outcome=row.outcome,
-        detail=row.detail,
-        ticket_number=ticket_number,
-    )

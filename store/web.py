@@ -17,10 +17,8 @@ from gateway.model import (
     App,
     AttachmentInfo,
     Builder,
-    MessageView,
     TicketDetail,
     TicketPage,
-    TicketSummary,
 )
 from store.models import (
     AppRow,
@@ -34,6 +32,7 @@ from store.models import (
     OutboxRow,
     TicketRow,
 )
+from store.views import attachment_info, message_view, ticket_summary
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +167,7 @@ class WebQueries:
             matched=total,
             page=page,
             per_page=per_page,
-            tickets=tuple(_summary(ticket, builder) for ticket in tickets),
+            tickets=tuple(ticket_summary(ticket, builder) for ticket in tickets),
         )
 
     async def get_builder_ticket(self, builder_id: int, number: int) -> TicketDetail | None:
@@ -201,12 +200,12 @@ class WebQueries:
         )
         attachments = await self._attachments_of([m.id for m in messages])
         return TicketDetail(
-            summary=_summary(ticket, builder),
+            summary=ticket_summary(ticket, builder),
             description=ticket.description,
             resolution_summary=ticket.resolution_summary,
             duplicate_of=duplicate_of,
             status_changed_at=ticket.status_changed_at,
-            messages=tuple(_message(m, attachments.get(m.id, ())) for m in messages),
+            messages=tuple(message_view(m, attachments.get(m.id, ())) for m in messages),
         )
 
     async def get_builder_attachment(
@@ -230,7 +229,7 @@ class WebQueries:
         if found is None:
             return None
         attachment, blob = found
-        return _attachment(attachment, blob.size_bytes, blob.sha256), blob.data
+        return attachment_info(attachment, blob.size_bytes, blob.sha256), blob.data
 
     async def _attachments_of(
         self, message_ids: Sequence[int]
@@ -246,7 +245,7 @@ class WebQueries:
         )
         for attachment, size, sha256 in rows:
             found.setdefault(attachment.message_id, []).append(
-                _attachment(attachment, size, sha256)
+                attachment_info(attachment, size, sha256)
             )
         return found
 
@@ -284,45 +283,3 @@ def _optional_columns(session: Session) -> dict[str, set[str]]:
         for name, _column, _metric in OPTIONAL_COUNTS
         if name in tables
     }
-
-
-def _summary(ticket: TicketRow, builder: BuilderRow) -> TicketSummary:
-    return TicketSummary(
-        id=ticket.id,
-        number=ticket.number,
-        title=ticket.title,
-        status=ticket.status,
-        status_label=fields.status_label(ticket.status),
-        category=ticket.category,
-        severity=ticket.severity,
-        priority=ticket.priority,
-        app_name=ticket.app_name,
-        app_uri=ticket.app_uri,
-        builder_email=builder.email,
-        builder_name=builder.name,
-        assignee=ticket.assignee,
-        created_at=ticket.created_at,
-        last_activity_at=ticket.last_activity_at,
-    )
-
-
-def _message(row: MessageRow, attachments: Sequence[AttachmentInfo]) -> MessageView:
-    return MessageView(
-        id=row.id,
-        visibility=row.visibility,
-        kind=row.kind,
-        author=row.author,
-        body=row.body,
-        created_at=row.created_at,
-        attachments=tuple(attachments),
-    )
-
-
-def _attachment(row: AttachmentRow, size_bytes: int, sha256: str) -> AttachmentInfo:
-    return AttachmentInfo(
-        id=row.id,
-        filename=row.filename,
-        content_type=row.content_type,
-        size_bytes=size_bytes,
-        sha256=sha256,
-    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 from email import policy
-from pathlib import Path
 from typing import Any
 
 import pytest

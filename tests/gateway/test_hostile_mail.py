@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from conftest import FakeClock, RunningGateway, make_config, running_gateway, sample
 from gateway.cli import cli
 from gateway.config import Config, SmtpConfig
-from gateway.model import App
 from gateway.tickets import Delivery
 
 MIB = 1024 * 1024
