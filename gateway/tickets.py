@@ -18,7 +18,9 @@ from gateway.attachments import AttachmentCheck, check_attachments
 from gateway.config import Config
 from gateway.errors import DuplicateDelivery, StorageUnavailable
 from gateway.events import NoEvents, TicketEvents
+from gateway.inbound import Delivery, Step, Verdict
 from gateway.limits import MessageLimits, check_message
+from gateway.machine_mail import MachineMail, drop_own_mail
 from gateway.mailer import NoticeMailer
 from gateway.model import AttachmentProblem, Builder, ParsedMail, TicketState
 from gateway.notices import NoticeRenderer, ticket_subject
@@ -27,43 +29,6 @@ from gateway.reply_text import extract_reply
 log = logging.getLogger(__name__)
 
 _SUBJECT_TICKET = re.compile(r"\[#(\d{1,12})\]")
-# Characters of an automatic message's text kept in the internal event for support.
-_EXCERPT_CHARS = 1000
-_ROBOT_NOUNS = {
-    "bounce": "delivery report",
-    "auto_reply": "reply",
-    "list": "mailing-list message",
-    "automatic": "message",
-}
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message as the SMTP server received it."""
-
-    raw: bytes
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    peer: str = ""
-    # Set when support reprocesses a stored message instead of a new arrival.
-    inbound_id: int | None = None
-    # Set when support releases a held message: the new-ticket limit is skipped.
-    release: bool = False
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of one delivery and the SMTP reply that reports it."""
-
-    code: int
-    enhanced: str
-    text: str
-    outcome: str
-    ticket_number: int | None = None
-
-    @property
-    def smtp_reply(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"
 
 
 @dataclass(frozen=True)
@@ -139,6 +104,7 @@ class Desk:
         self._parse = parse
         self._renderer = renderer or NoticeRenderer()
         self._now = now
+        self._machine_mail = MachineMail(settings, self._events)
 
     async def receive(self, delivery: Delivery) -> Verdict:
         """Apply one delivered message and return the verdict for the SMTP reply.
@@ -197,13 +163,16 @@ class Desk:
                     outcome="received",
                     now=now,
                 )
-            step = _Step(tx, mail, inbound_id, dedupe_key, now)
+            step = Step(tx, mail, inbound_id, dedupe_key, now)
 
-            own = await self._own_mail_signal(tx, mail)
+            own = await self._machine_mail.own_mail_signal(tx, mail)
             if own is not None:
-                return await _drop_own_mail(step, own)
+                return await drop_own_mail(step, own)
             if robot is not None:
-                return await self._apply_automatic(step, delivery, robot, report, sender)
+                return await self._machine_mail.apply(
+                    step, robot, report, sender,
+                    lambda: self._find_ticket(tx, delivery, mail, sender),
+                )
 
             builder = await tx.find_builder(sender) if sender else None
             match = await self._find_ticket(tx, delivery, mail, sender)
@@ -260,7 +229,7 @@ class Desk:
                 return _Match(ticket, "subject")
         return None
 
-    async def _add_reply(self, step: _Step, match: _Match) -> Verdict:
+    async def _add_reply(self, step: Step, match: _Match) -> Verdict:
         ticket = match.ticket
         tx, mail, now = step.tx, step.mail, step.now
         if not rules.accepts_builder_replies(ticket.status):
@@ -307,7 +276,7 @@ class Desk:
         return Verdict(250, "2.0.0", f"Added to ticket #{ticket.number}", "reply_added",
                        ticket.number)
 
-    async def _reject_finished(self, step: _Step, ticket: TicketState) -> Verdict:
+    async def _reject_finished(self, step: Step, ticket: TicketState) -> Verdict:
         kind = "reply_to_closed" if ticket.status == "closed" else "reply_to_duplicate"
         support = self._settings.support.primary
         follow_up = f"Follow-up to #{ticket.number}: {ticket.title}"
@@ -334,7 +303,7 @@ class Desk:
                        f"rejected_{ticket.status}", ticket.number)
 
     async def _open_ticket(
-        self, step: _Step, builder: Builder, *, referred: _Match | None
+        self, step: Step, builder: Builder, *, referred: _Match | None
     ) -> Verdict:
         tx, mail, now = step.tx, step.mail, step.now
         checked = check_attachments(mail.attachments)
@@ -409,7 +378,7 @@ class Desk:
 
     async def _reject_attachments(
         self,
-        step: _Step,
+        step: Step,
         builder: Builder,
         problems: tuple[AttachmentProblem, ...],
         ticket: TicketState | None,
@@ -439,7 +408,7 @@ class Desk:
                        "see the notice sent to you", "rejected_attachments")
 
     async def _reject_title(
-        self, step: _Step, builder: Builder, title: str, problem: str
+        self, step: Step, builder: Builder, title: str, problem: str
     ) -> Verdict:
         await step.tx.set_inbound_outcome(
             step.inbound_id, "rejected_title", detail=problem, dedupe_key=step.dedupe_key
@@ -458,7 +427,7 @@ class Desk:
                        "sent to you", "rejected_title")
 
     async def _notify_dropped(
-        self, step: _Step, builder: Builder, checked: AttachmentCheck,
+        self, step: Step, builder: Builder, checked: AttachmentCheck,
         ticket: TicketState,
     ) -> None:
         # Only with drop_failing_attachments: the update was applied without them.
@@ -486,7 +455,7 @@ class Desk:
         log.info("message %s applied without %d failing attachments",
                  step.mail.message_id, len(checked.problems))
 
-    async def _hold(self, step: _Step, builder: Builder, opened: int) -> Verdict:
+    async def _hold(self, step: Step, builder: Builder, opened: int) -> Verdict:
         limit = self._settings.new_tickets_per_hour
         await step.tx.set_inbound_outcome(
             step.inbound_id, "held_rate_limit",
@@ -500,114 +469,6 @@ class Desk:
         return Verdict(250, "2.0.0", "Received; held for support to review, because "
                        f"at most {limit} new tickets per hour are opened per sender",
                        "held_rate_limit")
-
-    async def _own_mail_signal(self, tx: Any, mail: ParsedMail) -> str | None:
-        """Return how MAIL shows that the gateway sent it, or None."""
-        own = {self._settings.sender_address, *self._settings.support.addresses}
-        for name, value in mail.headers:
-            if name.lower() == "x-loop" and value.strip().strip("<>").lower() in own:
-                return "X-Loop header"
-        if mail.message_id and await tx.is_own_message_id(mail.message_id):
-            return "Message-ID"
-        return None
-
-    async def _apply_automatic(
-        self,
-        step: _Step,
-        delivery: Delivery,
-        robot: robots.RobotMail,
-        report: robots.DeliveryReport | None,
-        sender: str,
-    ) -> Verdict:
-        tx, mail = step.tx, step.mail
-        if report is not None:
-            sent = await tx.find_sent_email(
-                [*report.message_ids, *mail.in_reply_to, *reversed(mail.references)]
-            )
-            if sent is not None:
-                return await self._apply_bounce(step, robot, report, sent)
-
-        match = await self._find_ticket(tx, delivery, mail, sender)
-        if match is None:
-            await tx.set_inbound_outcome(
-                step.inbound_id, "automatic_ignored",
-                detail=f"{robot.kind} ({robot.signal}); matches no ticket",
-                dedupe_key=step.dedupe_key,
-            )
-            log.info("automatic message %s ignored: %s", mail.message_id, robot.signal)
-            return Verdict(250, "2.0.0", "Automatic message received; it gets no answer",
-                           "automatic_ignored")
-
-        ticket = match.ticket
-        excerpt = (mail.text or "").strip()[:_EXCERPT_CHARS]
-        body = (
-            f"Automatic {_ROBOT_NOUNS[robot.kind]} from {sender or 'an unknown sender'} "
-            f"({robot.signal}), matched by {match.how}. It was not added as a reply "
-            f"and did not change the ticket.\nSubject: {mail.subject[:200]}"
-        )
-        if excerpt:
-            body += f"\n\n{excerpt}"
-        message_id = await tx.add_message(
-            ticket.id, visibility="internal", kind="system", author="gateway",
-            body=body, inbound_id=step.inbound_id, now=step.now,
-        )
-        await self._events.message_added(tx, ticket, message_id)
-        await tx.set_inbound_outcome(
-            step.inbound_id, "automatic_recorded",
-            detail=f"{robot.kind} ({robot.signal}) recorded on #{ticket.number}",
-            ticket_id=ticket.id, dedupe_key=step.dedupe_key,
-        )
-        log.info("automatic message %s recorded on #%d: %s",
-                 mail.message_id, ticket.number, robot.signal)
-        return Verdict(250, "2.0.0", f"Automatic message recorded on ticket "
-                       f"#{ticket.number}; it gets no answer", "automatic_recorded",
-                       ticket.number)
-
-    async def _apply_bounce(
-        self,
-        step: _Step,
-        robot: robots.RobotMail,
-        report: robots.DeliveryReport,
-        sent: robots.SentEmail,
-    ) -> Verdict:
-        tx, now = step.tx, step.now
-        failed = report.failed_recipient or sent.recipient
-        await tx.record_delivery_failure(
-            sent, recipient=failed, status=report.status, action=report.action,
-            inbound_id=step.inbound_id, now=now,
-        )
-        status = f"status {report.status}" if report.status else "no status code"
-        suppression = ""
-        if report.is_permanent and self._settings.suppress_after_bounce > timedelta(0):
-            until = now + self._settings.suppress_after_bounce
-            await tx.suppress_address(
-                sent.recipient, until=until,
-                reason=f"{report.action} delivery of {sent.message_id} ({status})",
-                now=now,
-            )
-            suppression = (f" No email is sent to {sent.recipient} until "
-                           f"{until:%Y-%m-%d %H:%M} UTC.")
-        outcome = "bounce_recorded" if report.is_permanent else "delay_recorded"
-        ticket = await tx.lock_ticket_by_id(sent.ticket_id) if sent.ticket_id else None
-        if ticket is not None:
-            verb = "failed" if report.is_permanent else "is delayed"
-            message_id = await tx.add_message(
-                ticket.id, visibility="internal", kind="system", author="gateway",
-                body=f"Delivery of the {sent.kind} email to {failed} {verb} "
-                f"({status}, reported by {robot.signal}).{suppression}",
-                inbound_id=step.inbound_id, now=now,
-            )
-            await self._events.message_added(tx, ticket, message_id)
-        await tx.set_inbound_outcome(
-            step.inbound_id, outcome,
-            detail=f"{report.action} delivery of outbox email {sent.outbox_id} to "
-            f"{failed} ({status})",
-            ticket_id=ticket.id if ticket else None, dedupe_key=step.dedupe_key,
-        )
-        log.warning("outbox email %d to a recipient at %s: %s (%s)", sent.outbox_id,
-                    failed.rpartition("@")[2], report.action, status)
-        return Verdict(250, "2.0.0", "Delivery report received", outcome,
-                       ticket.number if ticket else None)
 
     async def _keep_failed(self, delivery: Delivery, error: Exception) -> Verdict:
         # Kept as a failed record for `inbound retry`; the sender gets 250
@@ -630,26 +491,6 @@ class Desk:
                 await tx.set_inbound_outcome(inbound_id, "failed", detail=detail)
         log.error("message kept as failed inbound record %d", inbound_id)
         return Verdict(250, "2.0.0", "Received; kept for support to review", "failed")
-
-
-@dataclass(frozen=True)
-class _Step:
-    tx: Any
-    mail: ParsedMail
-    inbound_id: int
-    dedupe_key: str
-    now: datetime
-
-
-async def _drop_own_mail(step: _Step, signal: str) -> Verdict:
-    await step.tx.set_inbound_outcome(
-        step.inbound_id, "dropped_own_mail",
-        detail=f"the gateway's own mail came back ({signal})",
-        dedupe_key=step.dedupe_key,
-    )
-    log.warning("dropped message %s: the gateway's own mail came back (%s)",
-                step.mail.message_id, signal)
-    return Verdict(250, "2.0.0", "Accepted and discarded", "dropped_own_mail")
 
 
 async def add_status_event(
