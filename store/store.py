@@ -564,16 +564,26 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         open_count = sum(c for s, c in counts.items() if s in fields.OPEN_STATUSES)
 
         conditions = self._filter_conditions(where)
-        matched = await self.session.scalar(
-            select(func.count()).select_from(TicketRow).join(BuilderRow).where(*conditions)
-        ) or 0
+        matched = total
+        if conditions:
+            matched = await self.session.scalar(
+                select(func.count()).select_from(TicketRow).where(*conditions)
+            ) or 0
+        newest_first = (TicketRow.last_activity_at.desc(), TicketRow.id.desc())
+        # Pick the page's ids from the tickets table alone, so that a deep page
+        # skips index entries instead of joined rows, then load those rows.
+        page_ids = (
+            select(TicketRow.id)
+            .where(*conditions)
+            .order_by(*newest_first)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
         rows = await self.session.execute(
             select(TicketRow, BuilderRow)
             .join(BuilderRow, BuilderRow.id == TicketRow.builder_id)
-            .where(*conditions)
-            .order_by(TicketRow.last_activity_at.desc(), TicketRow.id.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
+            .where(TicketRow.id.in_(page_ids.scalar_subquery()))
+            .order_by(*newest_first)
         )
         tickets = tuple(ticket_summary(ticket, builder) for ticket, builder in rows)
         return TicketPage(
@@ -612,7 +622,8 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             else:
                 conditions.append(TicketRow.app_name == where.app)
         if where.builder:
-            conditions.append(BuilderRow.email == where.builder.lower())
+            builder_ids = select(BuilderRow.id).where(BuilderRow.email == where.builder.lower())
+            conditions.append(TicketRow.builder_id.in_(builder_ids.scalar_subquery()))
         return conditions
 
     async def get_ticket(self, number: int) -> TicketDetail | None:
