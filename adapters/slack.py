@@ -1,9 +1,13 @@
 """The Slack app (slack-bolt): thread messages, /ticket, buttons, menus and modals.
 
 Every request is signature-checked by Bolt. Each event, command and action
-is recorded by id in the store before it takes effect, so Slack's retries and
-replays change nothing. Ticket work goes through SupportDesk, so Slack applies
-the same rules and sends the same emails as the command line.
+is claimed by id in the store before it takes effect, and marked done in the
+transaction of its ticket change (or right after a request that changes no
+ticket). A retry or replay of a request that is done, or still being handled,
+changes nothing. A claim left by an instance that died runs out after
+RECEIPT_LEASE, and then a retry takes effect. Ticket work goes through
+SupportDesk, so Slack applies the same rules and sends the same emails as the
+command line.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from gateway.attachments import check_attachments
 from gateway.config import SlackConfig
 from gateway.errors import GatewayError, InvalidChange, UnknownTicket
 from gateway.model import MailAttachment, TicketFilter
-from gateway.slack_mirror import SlackOrigin, acting_from_slack
+from gateway.slack_mirror import (
+    RepeatedSlackRequest,
+    SlackOrigin,
+    acting_from_slack,
+    current_receipt,
+    handling_slack_request,
+)
 from gateway.support import SupportDesk, TicketChange
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,10 @@ log = logging.getLogger(__name__)
 MEMBERS_CACHE_SECONDS = 60.0
 NAME_CACHE_SECONDS = 600.0
 MAX_DOWNLOAD_BYTES = 10 * 1024 * 1024
+# How long a request stays claimed by the instance handling it. Slack retries
+# an event right away, then after about 1 and 5 minutes: a retry within the
+# lease is skipped, a later one takes over a request whose instance died.
+RECEIPT_LEASE = timedelta(seconds=45)
 ACTION_PATTERN = re.compile(r"^ticket_(status|severity|category|priority|assignee|reply|"
                             r"escalate|wait|resolve|close|duplicate)$")
 MODAL_CALLBACKS = ("ticket_reply", "ticket_resolve", "ticket_wait", "ticket_duplicate")
@@ -116,7 +130,13 @@ class SlackDesk:
             self._running += 1
             self._idle.clear()
             try:
-                await listener(**kwargs)
+                with handling_slack_request() as receipt:
+                    await listener(**kwargs)
+                    if receipt.key:
+                        # Requests that changed no ticket (a refusal, a list)
+                        # are marked done here.
+                        async with self._store.write() as tx:
+                            await tx.finish_slack_receipt(receipt.key)
             finally:
                 self._running -= 1
                 if self._running == 0:
@@ -369,6 +389,9 @@ class SlackDesk:
         """Await WORK; tell the person why when the ticket rules reject it."""
         try:
             await work
+        except RepeatedSlackRequest as exc:
+            log.info("Slack %s took effect on another instance first; rolled back", exc)
+            return False
         except (InvalidChange, UnknownTicket) as exc:
             await self._tell(user_id, channel, f"Not done: {slack_blocks.escape(str(exc))}")
             return False
@@ -382,22 +405,34 @@ class SlackDesk:
 
     async def _withdraw(self, reply_id: int, actor: str) -> bool:
         now = self._now()
-        async with self._store.write() as tx:
-            held = await tx.find_slack_reply(reply_id=reply_id)
-            if held is None or not await tx.cancel_slack_reply(reply_id, now=now):
-                return False
-            await tx.enqueue_slack(held.ticket_id, channel=str(self.config.channel),
-                                   kind="withdrawn", payload={"actor": actor}, now=now)
+        receipt = current_receipt()
+        try:
+            async with self._store.write() as tx:
+                held = await tx.find_slack_reply(reply_id=reply_id)
+                if held is None or not await tx.cancel_slack_reply(reply_id, now=now):
+                    return False
+                await tx.enqueue_slack(held.ticket_id, channel=str(self.config.channel),
+                                       kind="withdrawn", payload={"actor": actor}, now=now)
+                if receipt is not None:
+                    await receipt.finish_in(tx)
+        except RepeatedSlackRequest:
+            # The same request withdrew the reply on another instance.
+            return True
         self._on_queued()
         log.info("reply %d on #%d withdrawn before sending", reply_id, held.ticket_number)
         return True
 
     async def _first_time(self, key: str) -> bool:
+        """Claim the request KEY; return False when it is done or being handled."""
         async with self._store.write() as tx:
-            fresh = await tx.record_slack_receipt(key, now=self._now())
+            fresh = await tx.claim_slack_receipt(key, now=self._now(), lease=RECEIPT_LEASE)
         if not fresh:
             log.info("repeated Slack delivery %s ignored", key.split(":")[0])
-        return fresh
+            return False
+        receipt = current_receipt()
+        if receipt is not None:
+            receipt.key = key
+        return True
 
     async def _ticket_for_thread(self, channel: str, thread_ts: str) -> int | None:
         async with self._store.read() as tx:

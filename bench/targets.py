@@ -119,7 +119,21 @@ def start_sink(mode: str, workdir: Path) -> Server:
     return Server(f"sink-{mode}", process, port)
 
 
-def write_config(workdir: Path, name: str, database_url: str) -> tuple[Path, int, int]:
+# The scheduled jobs run once at start. On a seeded store whose tickets waited
+# weeks, that first run would send digests and auto-resolve thousands of
+# tickets while a load is measured, so gateways under load run without them;
+# L6 measures the digest job on its own.
+SCHEDULED_JOBS_OFF = (
+    "[reminders]\n"
+    "max_reminders = 0\n"
+    "auto_resolve_after_days = 0\n"
+    "escalate_sev1_after_minutes = 0\n"
+    "raw_retention_days = 0\n"
+)
+
+
+def write_config(workdir: Path, name: str, database_url: str, *,
+                 reminders: str = SCHEDULED_JOBS_OFF) -> tuple[Path, int, int]:
     """Write a gateway config on free loopback ports; return (path, smtp, web)."""
     smtp_port, web_port = free_port(), free_port()
     state = workdir / name
@@ -139,7 +153,8 @@ def write_config(workdir: Path, name: str, database_url: str) -> tuple[Path, int
         "[outbound]\n"
         f"maildir = {json.dumps(str(state / 'outbox'))}\n\n"
         "[security]\n"
-        f"reply_signing_key = {json.dumps(REPLY_SIGNING_KEY)}\n"
+        f"reply_signing_key = {json.dumps(REPLY_SIGNING_KEY)}\n\n"
+        f"{reminders}"
     )
     return path, smtp_port, web_port
 

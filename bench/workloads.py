@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import random
 import subprocess
@@ -42,19 +41,28 @@ class Scale:
     l5_requests: int
     l8_reps: int
     deadline_seconds: float
+    # L6: builder counts compared, tickets stored, timed digest runs.
+    l6_builders: tuple[int, int] = (100, 10_000)
+    l6_tickets: int = 100_000
+    l6_reps: int = 5
+    # L7: posts to one channel; the fake's allowed rate per second and its burst.
+    l7_posts: int = 1000
+    l7_rate: float = 20.0
+    l7_burst: int = 10
 
 
 SCALES = {
     "small": Scale("small", reps=5, l1_warmup=10, l1_per_rep={1: 20, 8: 40, 32: 40},
                    l1_relaxed_per_rep=30, l2_sizes=(1000, 10_000), l2_warmup=5,
                    l2_per_rep=10, l3_reps=2, l4_small_per_rep=40, l4_reps=2,
-                   l5_requests=5, l8_reps=2, deadline_seconds=60),
+                   l5_requests=5, l8_reps=2, deadline_seconds=60,
+                   l6_builders=(100, 1000), l6_tickets=10_000, l6_reps=3, l7_posts=200),
     # NOTE: sized to fit about 15 minutes on 2 cores: L1 times 2,000 messages at
     # 8 sessions instead of 10,000, and L4 runs 3 repetitions; the report says so.
     "full": Scale("full", reps=5, l1_warmup=30, l1_per_rep={1: 60, 8: 400, 32: 120},
                   l1_relaxed_per_rep=100, l2_sizes=(1000, 100_000), l2_warmup=20,
                   l2_per_rep=40, l3_reps=5, l4_small_per_rep=80, l4_reps=3,
-                  l5_requests=20, l8_reps=5, deadline_seconds=120),
+                  l5_requests=20, l8_reps=5, deadline_seconds=120, l6_reps=2),
 }
 
 
@@ -461,31 +469,16 @@ def run_l4(ctx: Context, server: targets.Server, backend: str) -> None:
 # L6 and L7
 
 
-def available(*modules: str) -> str | None:
-    """Return the first of MODULES that can be imported, or None."""
-    for name in modules:
-        try:
-            if importlib.util.find_spec(name) is not None:
-                return name
-        except ModuleNotFoundError:
-            continue
-    return None
-
-
 def run_l6_l7(ctx: Context) -> None:
-    """Digests and Slack fan-out run only once their code is in the tree."""
-    digest = available("gateway.digests", "gateway.reminders", "gateway.digest")
-    slack = available("adapters.slack", "gateway.slack")
-    ctx.add("L6", status=(
-        "not available yet: no digest module (gateway.digests, gateway.reminders) "
-        "in this tree" if digest is None else
-        f"not measured: {digest} is present, but this harness has no digest workload yet"
-    ))
-    ctx.add("L7", status=(
-        "not available yet: no Slack adapter (adapters.slack) in this tree"
-        if slack is None else
-        f"not measured: {slack} is present, but this harness has no Slack workload yet"
-    ))
+    """Digests over few and many builders (L6), then Slack fan-out to one channel (L7)."""
+    from bench import digest_load, slack_load
+
+    scale = ctx.scale
+    for backend in ctx.backends:
+        for builders in scale.l6_builders:
+            ctx.add("L6", **digest_load.measure(ctx, backend, builders, scale.l6_tickets))
+    for backend in ctx.backends:
+        ctx.add("L7", **slack_load.measure(ctx, backend))
 
 
 # L8

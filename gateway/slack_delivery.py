@@ -77,8 +77,13 @@ class SlackOutboxWorker:
             if done:
                 continue
             self._wakeup.clear()
+            timeout = self._poll_seconds
+            if self._paused_until is not None:
+                # Resume when the Retry-After ends, not at the next poll after it.
+                remaining = (self._paused_until - self._now()).total_seconds()
+                timeout = max(0.0, min(timeout, remaining))
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
+                await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
             except TimeoutError:
                 pass
 

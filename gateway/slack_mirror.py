@@ -4,6 +4,9 @@ The mirror is a TicketEvents listener, so each call it queues is committed in
 the same transaction as the ticket change, or not at all. The Slack worker
 sends the calls later, in order per ticket. What a call shows is rendered when
 it is sent, from the stored ticket.
+
+A ticket operation started by a Slack request also marks that request's
+receipt done in its transaction, so the effect and the receipt commit together.
 """
 
 from __future__ import annotations
@@ -43,6 +46,47 @@ class SlackOrigin:
 _origin: ContextVar[SlackOrigin | None] = ContextVar("slack_origin", default=None)
 
 
+class RepeatedSlackRequest(Exception):
+    """The same Slack request took effect elsewhere first; this transaction rolls back."""
+
+
+@dataclass
+class SlackReceipt:
+    """The receipt of the Slack request being handled; KEY is set once it is claimed."""
+
+    key: str = ""
+    # The transaction that marked the receipt done, so that a second listener
+    # call in that transaction does not find it done already.
+    _finished_in: Any = field(default=None, repr=False)
+
+    async def finish_in(self, tx: Any) -> None:
+        """Mark the receipt done in TX; raise RepeatedSlackRequest when it was done before."""
+        if not self.key or self._finished_in is tx:
+            return
+        if not await tx.finish_slack_receipt(self.key):
+            raise RepeatedSlackRequest(self.key.split(":")[0])
+        self._finished_in = tx
+
+
+_receipt: ContextVar[SlackReceipt | None] = ContextVar("slack_receipt", default=None)
+
+
+@contextmanager
+def handling_slack_request() -> Iterator[SlackReceipt]:
+    """Give the Slack request handled inside this block a receipt to fill in."""
+    receipt = SlackReceipt()
+    token = _receipt.set(receipt)
+    try:
+        yield receipt
+    finally:
+        _receipt.reset(token)
+
+
+def current_receipt() -> SlackReceipt | None:
+    """Return the receipt of the Slack request being handled, or None."""
+    return _receipt.get()
+
+
 @contextmanager
 def acting_from_slack(origin: SlackOrigin) -> Iterator[SlackOrigin]:
     """Mark the ticket operations inside this block as coming from Slack."""
@@ -72,6 +116,7 @@ class SlackMirror:
 
     async def message_added(self, tx: Any, ticket: TicketState, message_id: int) -> None:
         """Queue a thread entry for a message, except one written in Slack itself."""
+        await _finish_receipt(tx)
         message = await tx.stored_message(message_id)
         if message is None or message.kind == "system":
             return
@@ -94,6 +139,7 @@ class SlackMirror:
         changes: Sequence[str],
     ) -> None:
         """Queue a short line naming who changed what, and refresh the root message."""
+        await _finish_receipt(tx)
         await self._queue(tx, after, "change", {"actor": actor, "changes": list(changes)})
         await self._queue(tx, after, "update_root", {})
 
@@ -127,3 +173,9 @@ class SlackMirror:
         outbox_id = await tx.enqueue_slack(ticket.id, channel=self._channel, kind=kind,
                                            payload=payload, now=self._now())
         log.debug("queued slack %s for #%d as outbox %d", kind, ticket.number, outbox_id)
+
+
+async def _finish_receipt(tx: Any) -> None:
+    receipt = _receipt.get()
+    if receipt is not None:
+        await receipt.finish_in(tx)

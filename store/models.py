@@ -280,12 +280,16 @@ class SlackThreadRow(Base):
 
 
 class SlackReceiptRow(Base):
-    """An event id, command or action already handled, so a retry has no effect."""
+    """An event id, command or action being handled or done, so a retry has no effect."""
 
     __tablename__ = "slack_receipts"
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # "processing" until the effect is committed, then "done".
+    state: Mapped[str] = mapped_column(String(20), server_default="done")
+    # While processing: when another instance may take the request over.
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class SlackReplyRow(Base):

@@ -85,15 +85,39 @@ class SlackQueries:
 
     # Receipts
 
-    async def record_slack_receipt(self, key: str, *, now: datetime) -> bool:
-        """Store KEY once; return False when it was stored before (a retry or replay)."""
+    async def claim_slack_receipt(self, key: str, *, now: datetime, lease: timedelta) -> bool:
+        """Claim the request KEY until NOW + LEASE; return False when it is done or claimed.
+
+        A claim whose lease has ended (the instance died before the effect) is
+        taken over, so a retry of that request takes effect after all.
+        """
+        key = key[:200]
         try:
             async with self.session.begin_nested():
-                self.session.add(SlackReceiptRow(key=key[:200], received_at=now))
+                self.session.add(SlackReceiptRow(key=key, received_at=now, state="processing",
+                                                 lease_until=now + lease))
                 await self.session.flush()
         except IntegrityError:
-            return False
+            result = await self.session.execute(
+                update(SlackReceiptRow)
+                .where(
+                    SlackReceiptRow.key == key,
+                    SlackReceiptRow.state == "processing",
+                    SlackReceiptRow.lease_until < now,
+                )
+                .values(lease_until=now + lease)
+            )
+            return result.rowcount == 1
         return True
+
+    async def finish_slack_receipt(self, key: str) -> bool:
+        """Mark the request KEY done; return False when it was done before or never claimed."""
+        result = await self.session.execute(
+            update(SlackReceiptRow)
+            .where(SlackReceiptRow.key == key[:200], SlackReceiptRow.state == "processing")
+            .values(state="done", lease_until=None)
+        )
+        return result.rowcount == 1
 
     # Threads
 

@@ -25,7 +25,9 @@ from slack_helpers import (
     wait_until,
 )
 
+from adapters.slack import RECEIPT_LEASE
 from gateway.model import App
+from gateway.slack_mirror import RepeatedSlackRequest, handling_slack_request
 
 PORTAL_BUG = sample("gmail_plain_and_html.eml")
 
@@ -322,6 +324,58 @@ def test_retried_event_applies_once(opened: SlackDeskUnderTest) -> None:
     assert status == 200
     notes = [m for m in _messages(opened) if m.body == "Checking the logs now."]
     assert len(notes) == 1
+
+
+def _claim(desk: SlackDeskUnderTest, key: str) -> bool:
+    """Claim a receipt as an instance would that dies before the effect."""
+    gateway = desk.gateway
+
+    async def work() -> bool:
+        async with gateway.gateway.store.write() as tx:
+            return await tx.claim_slack_receipt(key, now=gateway.clock(), lease=RECEIPT_LEASE)
+
+    return gateway.call(work)
+
+
+def test_retry_after_crash_applies_once(opened: SlackDeskUnderTest) -> None:
+    root = opened.root_ts()
+    event = {"type": "message", "user": GRACE, "text": "Restarting the sync worker.",
+             "ts": "1765100000.515151", "thread_ts": root}
+    assert _claim(opened, "event:Ev0CRASH1")
+    retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+
+    opened.event(event, event_id="Ev0CRASH1", headers=retry)
+    opened.command("1")  # a later request, to know the retry was handled
+    wait_until(lambda: opened.slack.named("chat.postEphemeral"))
+    skipped_in_lease = [m for m in _messages(opened) if m.body == event["text"]]
+    opened.gateway.clock.advance(seconds=RECEIPT_LEASE.total_seconds() + 1)
+    opened.event(event, event_id="Ev0CRASH1", headers={**retry, "X-Slack-Retry-Num": "2"})
+    wait_until(lambda: any(m.body == event["text"] for m in _messages(opened)))
+    opened.event(event, event_id="Ev0CRASH1", headers={**retry, "X-Slack-Retry-Num": "3"})
+    opened.command("1")
+    wait_until(lambda: len(opened.slack.named("chat.postEphemeral")) == 2)
+
+    assert skipped_in_lease == []
+    notes = [m for m in _messages(opened) if m.body == event["text"]]
+    assert len(notes) == 1
+
+
+def test_late_instance_note_rolled_back(opened: SlackDeskUnderTest) -> None:
+    gateway = opened.gateway
+    assert _claim(opened, "event:Ev0LATE1")
+
+    async def finish_elsewhere_then_note() -> None:
+        async with gateway.gateway.store.write() as tx:
+            assert await tx.finish_slack_receipt("event:Ev0LATE1")
+        with handling_slack_request() as receipt:
+            receipt.key = "event:Ev0LATE1"
+            await gateway.gateway.support_desk.note(1, "Second copy of the note.",
+                                                    author="Grace Hopper")
+
+    with pytest.raises(RepeatedSlackRequest):
+        gateway.call(finish_elsewhere_then_note)
+
+    assert [m for m in _messages(opened) if m.body == "Second copy of the note."] == []
 
 
 def test_bot_messages_never_become_notes(opened: SlackDeskUnderTest) -> None:

@@ -173,8 +173,13 @@ def running_cluster(
     count: int,
     claim_lease_seconds: float = 4.0,
     relay_timeout_seconds: float = 3.0,
+    extra_config: str = "",
 ) -> Iterator[Cluster]:
-    """Start COUNT gateway processes on DATABASE_URL and stop them afterwards."""
+    """Start COUNT gateway processes on DATABASE_URL and stop them afterwards.
+
+    EXTRA_CONFIG (TOML sections such as [slack] or [reminders]) is added to
+    every instance's configuration file.
+    """
     lock = threading.Lock()
     cluster = Cluster(database_url, [])
     try:
@@ -192,7 +197,7 @@ def running_cluster(
             )
             instance.config_path.write_text(
                 _config_text(instance, database_url, tmp_path,
-                             claim_lease_seconds, relay_timeout_seconds)
+                             claim_lease_seconds, relay_timeout_seconds) + extra_config
             )
             cluster.instances.append(instance)
 
