@@ -446,10 +446,12 @@ class SlackDesk:
         return slack_blocks.ticket_text(ticket)
 
     async def _list_text(self, status: str) -> str:
-        status = status.strip() or "open"
-        if status not in fields.STATUSES and status not in fields.BUILDER_LABELS:
+        # Without a status the list shows every ticket that is not finished.
+        status = status.strip() or fields.UNFINISHED_FILTER
+        allowed = (*fields.STATUSES, fields.UNFINISHED_FILTER)
+        if status not in allowed and status not in fields.BUILDER_LABELS:
             return (f"Unknown status {slack_blocks.escape(status)}; use one of: "
-                    f"{', '.join(fields.STATUSES)}.")
+                    f"{', '.join(allowed)}.")
         async with self._store.read() as tx:
             page = await tx.list_tickets(TicketFilter(status=status), per_page=20)
         return slack_blocks.ticket_list_text(page.tickets, page.matched)

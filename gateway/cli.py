@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.utils import getaddresses
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -53,6 +54,8 @@ def cli(context: click.Context, config_path: str | None, verbose: bool) -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler logs every job run at INFO; the jobs log their own outcomes.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     context.obj = {"config_path": config_path}
 
 
@@ -128,10 +131,17 @@ def _parse_apps(values: Sequence[str]) -> list[App]:
         if not sep or not name.strip():
             raise click.BadParameter(
                 f"{value!r} is not NAME=URI; write for example "
-                "--app \"Client Portal=https://portal.example.com\".",
+                "Client Portal=https://portal.example.com.",
                 param_hint="--app",
             )
-        apps.append(App(name=" ".join(name.split()), uri=uri.strip()))
+        uri = uri.strip()
+        if urlsplit(uri).scheme not in ("http", "https") or not urlsplit(uri).netloc:
+            raise click.BadParameter(
+                f"the URI of app {name.strip()!r} is {uri!r}; write a full http:// or "
+                "https:// address, for example https://portal.example.com.",
+                param_hint="--app",
+            )
+        apps.append(App(name=" ".join(name.split()), uri=uri))
     return apps
 
 
@@ -140,6 +150,16 @@ def _check_email(value: str) -> str:
     if not _EMAIL.match(email):
         raise click.BadParameter(f"{value!r} is not an email address.", param_hint="EMAIL")
     return email
+
+
+def _reject_own_address(config: Config, email: str) -> None:
+    support = [addresses.identity(a) for a in config.smtp.support_addresses]
+    if email in support or email == addresses.identity(config.sender_address):
+        raise click.BadParameter(
+            f"{email} is the gateway's own address; a builder needs an address of "
+            "their own.",
+            param_hint="EMAIL",
+        )
 
 
 def _check_timezone(value: str | None) -> str | None:
@@ -171,6 +191,7 @@ def builders_add(
     parsed_apps = _parse_apps(apps)
     timezone = _check_timezone(timezone)
     config = _config(context)
+    _reject_own_address(config, email)
 
     async def work() -> Any:
         store = await _open_store(config)
@@ -243,6 +264,8 @@ def builders_import(context: click.Context, path: str) -> None:
     """
     rows = _read_builder_csv(Path(path))
     config = _config(context)
+    for email, *_rest in rows:
+        _reject_own_address(config, email)
 
     async def work() -> int:
         store = await _open_store(config)
@@ -259,6 +282,18 @@ def builders_import(context: click.Context, path: str) -> None:
 
 
 def _read_builder_csv(path: Path) -> list[tuple[str, str | None, str | None, list[App]]]:
+    try:
+        return _parse_builder_csv(path)
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(
+            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); save it "
+            "as CSV in UTF-8 and import it again."
+        ) from exc
+    except csv.Error as exc:
+        raise click.ClickException(f"{path} is not valid CSV: {exc}.") from exc
+
+
+def _parse_builder_csv(path: Path) -> list[tuple[str, str | None, str | None, list[App]]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "email" not in [f.strip().lower() for f in reader.fieldnames]:
@@ -342,7 +377,8 @@ def tickets() -> None:
 
 
 @tickets.command("list")
-@click.option("--status", help="Only this status or builder label, e.g. open or 'In review'.")
+@click.option("--status", help="Only this status or builder label, e.g. open, 'In review' "
+              "or unfinished (every open status).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="How many tickets to show.")
 @click.pass_context
@@ -350,7 +386,8 @@ def tickets_list(context: click.Context, status: str | None, limit: int) -> None
     """List tickets, newest activity first."""
     from gateway.model import TicketFilter
 
-    if status and status not in fields.STATUSES and status not in fields.BUILDER_LABELS:
+    if status and status not in (*fields.STATUSES, *fields.BUILDER_LABELS,
+                                 fields.UNFINISHED_FILTER):
         raise click.BadParameter(
             f"unknown status {status!r}; use one of: {', '.join(fields.STATUSES)}.",
             param_hint="--status",
@@ -498,7 +535,7 @@ def tickets_set(
     for line in result.changes:
         click.echo(f"#{number}: {line}")
     if result.emailed:
-        click.echo(f"#{number}: the builder is emailed ({result.emailed})")
+        click.echo(f"#{number}: the builder is emailed about the {result.after.status} status")
 
 
 @cli.group()
@@ -531,6 +568,11 @@ def inbound_list(context: click.Context, outcome: str | None, limit: int) -> Non
         )
 
 
+# Outcomes that changed nothing and told nobody, so processing again is safe:
+# a processing error, or a sender who may have a builder account by now.
+RETRYABLE_OUTCOMES = frozenset({"failed", "rejected_unknown_sender", "received"})
+
+
 @inbound.command("retry")
 @click.argument("inbound_id", type=int)
 @click.pass_context
@@ -546,6 +588,18 @@ def inbound_retry(context: click.Context, inbound_id: int) -> None:
         if found is None:
             raise click.ClickException(f"no inbound message {inbound_id}; see `inbound list`.")
         record, raw = found
+        if record.outcome == "held_rate_limit":
+            raise click.ClickException(
+                f"inbound message {inbound_id} is held by the new-tickets limit; open "
+                f"its ticket with `support-gateway inbound release {inbound_id}`."
+            )
+        if record.outcome not in RETRYABLE_OUTCOMES:
+            ticket = f" (ticket #{record.ticket_number})" if record.ticket_number else ""
+            raise click.ClickException(
+                f"inbound message {inbound_id} was already handled: {record.outcome}"
+                f"{ticket}; only messages whose outcome is "
+                f"{' or '.join(sorted(RETRYABLE_OUTCOMES))} can be retried."
+            )
         if raw is None:
             raise click.ClickException(
                 f"inbound message {inbound_id} has no stored bytes any more (pruned)."

@@ -281,7 +281,7 @@ def _apply_environment(config: Config) -> Config:
 def _check(config: Config) -> None:
     for key, port in (("smtp.port", config.smtp.port), ("web.port", config.web.port)):
         if not 0 <= port <= 65535:
-            raise ConfigError(f"{key} is {port}; use a port from 1 to 65535.")
+            raise ConfigError(f"{key} is {port}; use a port from 1 to 65535, or 0 for any free port.")
     if not config.smtp.support_addresses:
         raise ConfigError("smtp.support_addresses is empty; list at least one address.")
     for address in config.smtp.support_addresses:

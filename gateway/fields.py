@@ -52,6 +52,8 @@ STATUSES: tuple[str, ...] = (
     "duplicate",
 )
 OPEN_STATUSES: frozenset[str] = frozenset(STATUSES) - {"resolved", "closed", "duplicate"}
+# The status filter value that selects every open status at once.
+UNFINISHED_FILTER = "unfinished"
 IN_REVIEW_STATUSES: frozenset[str] = frozenset({"new", "open", "triaged", "reopened"})
 
 BUILDER_LABELS: dict[str, str] = {

@@ -210,6 +210,11 @@ async def _check_duplicate_target(tx: Any, ticket: TicketState, other: int) -> N
     if target is None:
         raise InvalidChange(f"ticket #{other} does not exist; name the ticket that "
                             "tracks the issue.")
+    if target.builder.id != ticket.builder.id:
+        raise InvalidChange(
+            f"ticket #{other} belongs to another builder, who cannot follow it for "
+            f"#{ticket.number}'s builder; link the tickets in an internal note instead."
+        )
     if target.status == "duplicate":
         raise InvalidChange(
             f"ticket #{other} is itself a duplicate of #{target.duplicate_of}; "
@@ -249,5 +254,5 @@ def _field_changes(ticket: TicketState, change: TicketChange) -> tuple[dict[str,
 def _require_text(text: str, what: str) -> str:
     text = text.strip()
     if not text:
-        raise InvalidChange(f"the {what} is empty; write the text to send.")
+        raise InvalidChange(f"the {what} is empty; write its text.")
     return text

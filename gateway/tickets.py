@@ -81,6 +81,15 @@ UNKNOWN_SENDER = Verdict(
 )
 
 
+MISSING_SENDER = Verdict(
+    550,
+    "5.7.1",
+    "The From header is missing or could not be read; send from the address of "
+    "your builder account with a plain From header.",
+    "rejected_missing_sender",
+)
+
+
 class Desk:
     """Applies inbound email to tickets and queues the notices that reply to it."""
 
@@ -184,8 +193,16 @@ class Desk:
                     sender, name=mail.from_name or None, timezone=None, apps=(), now=now
                 )
                 log.info("registered a new builder at %s", sender.rpartition("@")[2])
+            if not sender:
+                await tx.set_inbound_outcome(
+                    inbound_id, MISSING_SENDER.outcome,
+                    detail="the From header is missing or could not be read",
+                )
+                log.warning("rejected message %s without a readable From address",
+                            mail.message_id or "(no Message-ID)")
+                return MISSING_SENDER
             if builder is None:
-                detail = f"{sender or 'an empty From address'} has no builder account"
+                detail = f"{sender} has no builder account"
                 if match is not None:
                     detail += f"; the message referred to ticket #{match.ticket.number}"
                 await tx.set_inbound_outcome(inbound_id, UNKNOWN_SENDER.outcome, detail=detail)
@@ -290,8 +307,8 @@ class Desk:
             new_ticket_link=f"mailto:{support}?subject={quote(follow_up)}",
             support_address=support,
         )
-        await self._mailer.queue(step.tx, ticket.builder, notice, now=step.now,
-                                 ticket=ticket, answering=step.mail)
+        sent = await self._mailer.queue(step.tx, ticket.builder, notice, now=step.now,
+                                        ticket=ticket, answering=step.mail)
         await step.tx.set_inbound_outcome(
             step.inbound_id, f"rejected_{ticket.status}",
             detail=f"#{ticket.number} is {ticket.status}; reply not added",
@@ -299,7 +316,7 @@ class Desk:
         )
         log.info("reply to %s ticket #%d not added", ticket.status, ticket.number)
         return Verdict(250, "2.0.0", f"Received; ticket #{ticket.number} is {ticket.status} "
-                       "and takes no replies, see the notice sent to you",
+                       f"and takes no replies{_notice_hint(sent)}",
                        f"rejected_{ticket.status}", ticket.number)
 
     async def _open_ticket(
@@ -400,12 +417,12 @@ class Desk:
             problems=problems,
             text_accepted=False,
         )
-        await self._mailer.queue(step.tx, builder, notice, now=step.now, ticket=ticket,
-                                 answering=step.mail)
+        sent = await self._mailer.queue(step.tx, builder, notice, now=step.now,
+                                        ticket=ticket, answering=step.mail)
         log.info("message %s rejected for %d attachment problems",
                  step.mail.message_id, len(problems))
-        return Verdict(250, "2.0.0", "Received, but the attachments were not accepted; "
-                       "see the notice sent to you", "rejected_attachments")
+        return Verdict(250, "2.0.0", "Received, but the attachments were not accepted"
+                       f"{_notice_hint(sent)}", "rejected_attachments")
 
     async def _reject_title(
         self, step: Step, builder: Builder, title: str, problem: str
@@ -421,10 +438,11 @@ class Desk:
             example=intake.GOOD_TITLE_EXAMPLE,
             min_title_chars=intake.MIN_TITLE_CHARS,
         )
-        await self._mailer.queue(step.tx, builder, notice, now=step.now, answering=step.mail)
+        sent = await self._mailer.queue(step.tx, builder, notice, now=step.now,
+                                        answering=step.mail)
         log.info("message %s rejected: %s", step.mail.message_id, problem)
-        return Verdict(250, "2.0.0", "Received, but no ticket was opened; see the notice "
-                       "sent to you", "rejected_title")
+        return Verdict(250, "2.0.0", f"Received, but no ticket was opened{_notice_hint(sent)}",
+                       "rejected_title")
 
     async def _notify_dropped(
         self, step: Step, builder: Builder, checked: AttachmentCheck,
@@ -508,6 +526,13 @@ async def add_status_event(
         f"({new_label}) by {actor}.",
         now=now,
     )
+
+
+def _notice_hint(sent_message_id: str | None) -> str:
+    # Refusal notices are rate-limited, so the reply must not promise one.
+    if sent_message_id is not None:
+        return "; see the notice sent to you"
+    return "; no new notice was sent, because one about the same problem went out recently"
 
 
 def _dedupe_key(mail: ParsedMail, raw: bytes) -> str:

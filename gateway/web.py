@@ -455,15 +455,19 @@ async def _load_ticket(request: web.Request) -> TicketDetail:
 def _number(request: web.Request, key: str, what: str) -> int:
     raw = request.match_info[key].lstrip("#")
     if not raw.isdigit() or len(raw) > 18:
-        raise web.HTTPBadRequest(text=f"{what} {raw!r} is not a number.\n")
+        raise web.HTTPBadRequest(
+            text=f"{what} {raw!r} is invalid; use a positive whole number of at most "
+            "18 digits.\n"
+        )
     return int(raw)
 
 
 def _read_filters(request: web.Request) -> tuple[TicketFilter, int, int]:
     query = request.query
     status = query.get("status") or None
-    if status and status not in fields.STATUSES and status not in fields.BUILDER_LABELS:
-        raise _bad_filter("status", status, [*fields.STATUSES, *fields.BUILDER_LABELS])
+    allowed = [*fields.STATUSES, *fields.BUILDER_LABELS, fields.UNFINISHED_FILTER]
+    if status and status not in allowed:
+        raise _bad_filter("status", status, allowed)
     category = query.get("category") or None
     if category and category not in fields.CATEGORIES:
         raise _bad_filter("category", category, list(fields.CATEGORIES))

@@ -102,7 +102,7 @@ def upgrade_schema(url: str) -> None:
     config.attributes["database_url"] = url
     # "heads": feature branches of the migration history are each applied.
     command.upgrade(config, "heads")
-    log.info("database schema is up to date (%s)", make_url(url).get_backend_name())
+    log.debug("database schema is up to date (%s)", make_url(url).get_backend_name())
 
 
 async def upgrade_schema_async(url: str) -> None:

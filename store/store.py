@@ -607,8 +607,8 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         if where.status:
             if where.status in fields.BUILDER_LABELS:
                 conditions.append(TicketRow.status.in_(fields.statuses_with_label(where.status)))
-            elif where.status == "open":
-                # "open" as a filter means every status that is not finished.
+            elif where.status == fields.UNFINISHED_FILTER:
+                # Every status that is not resolved, closed or duplicate.
                 conditions.append(TicketRow.status.in_(sorted(fields.OPEN_STATUSES)))
             else:
                 conditions.append(TicketRow.status == where.status)

@@ -234,3 +234,53 @@ def test_inbound_list_shows_outcome(desk_config: Path) -> None:
 
     assert code == 0, output
     assert "ticket_created\t#1\tada@example.com" in output
+
+
+def test_inbound_retry_refuses_handled_message(desk_config: Path, ada: RunningGateway) -> None:
+    code, output = _run(desk_config, "inbound", "retry", "1")
+
+    assert code != 0
+    assert "already handled: ticket_created (ticket #1)" in output
+    assert ada.ticket(2) is None
+
+
+def test_inbound_retry_opens_ticket_for_new_builder(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    code, _ = gateway.send((MESSAGES / "gmail_plain_and_html.eml").read_bytes())
+    assert code == 550
+    gateway.add_builder("ada@example.com", name="Ada Lovelace")
+    path = tmp_path / "retry.toml"
+    path.write_text(f'[database]\nurl = "{gateway.gateway.config.database.url}"\n')
+
+    code, output = _run(path, "inbound", "retry", "1")
+
+    assert code == 0, output
+    assert "Ticket #1 opened" in output
+    assert gateway.ticket(1).summary.builder_email == "ada@example.com"
+
+
+def test_builders_add_rejects_script_uri(config_file: Path) -> None:
+    code, output = _run(config_file, "builders", "add", "ada@example.com",
+                        "--app", "Evil=javascript:alert(1)")
+
+    assert code != 0
+    assert "http:// or https://" in output
+
+
+def test_builders_add_rejects_own_address(config_file: Path) -> None:
+    code, output = _run(config_file, "builders", "add", "support@localhost")
+
+    assert code != 0
+    assert "the gateway's own address" in output
+
+
+def test_builders_import_rejects_non_utf8(config_file: Path, tmp_path: Path) -> None:
+    csv_path = tmp_path / "builders.csv"
+    csv_path.write_bytes(b"\xff\xfe\x00garbage")
+
+    code, output = _run(config_file, "builders", "import", str(csv_path))
+
+    assert code != 0
+    assert "is not UTF-8 text" in output
+    assert "Traceback" not in output

@@ -217,3 +217,15 @@ def test_oversize_message_without_size_gets_552(ada: RunningGateway) -> None:
 
     assert code == 552
     assert ada.ticket(1) is None
+
+
+def test_missing_from_header_gets_specific_550(ada: RunningGateway) -> None:
+    raw = b"\n".join(
+        line for line in sample("thunderbird.eml").split(b"\n") if not line.startswith(b"From:")
+    )
+
+    code, text = ada.send(raw)
+
+    assert code == 550
+    assert "5.7.1" in text
+    assert "From header is missing" in text

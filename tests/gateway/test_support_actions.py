@@ -169,3 +169,13 @@ def test_same_status_is_refused(desk: RunningGateway) -> None:
 
     with pytest.raises(InvalidChange, match="already in_progress"):
         _change(desk, status="in_progress")
+
+
+def test_duplicate_of_other_builders_ticket_is_refused(desk: RunningGateway) -> None:
+    desk.add_builder("grace@example.com", name="Grace Hopper")
+    raw = sample("thunderbird.eml").replace(b"ada@example.com", b"grace@example.com")
+    code, _ = desk.send(raw, mail_from="grace@example.com")
+    assert code == 250
+
+    with pytest.raises(InvalidChange, match="belongs to another builder"):
+        _change(desk, 2, duplicate_of=1)

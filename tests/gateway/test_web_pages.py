@@ -52,15 +52,16 @@ def test_every_html_template_autoescapes() -> None:
         ("", [3, 1, 2]),
         ("?status=Waiting+on+you", [1]),
         ("?status=resolved", [3]),
-        ("?status=open", [1, 2]),
+        ("?status=unfinished", [1, 2]),
+        ("?status=open", []),
         ("?category=billing", [3]),
         ("?severity=sev2", [1]),
         ("?app=Client+Portal", [1]),
         ("?builder=bob@example.com", [3]),
         ("?builder=ada@example.com&status=In+review", [2]),
     ],
-    ids=["all", "label", "status", "open", "category", "severity", "app", "builder",
-         "combined"],
+    ids=["all", "label", "status", "unfinished", "internal-open", "category", "severity",
+         "app", "builder", "combined"],
 )
 def test_status_page_filters(desk: Any, query: str, expected: list[int]) -> None:
     gateway, _ = desk
