@@ -1,7 +1,7 @@
 """Mail that a machine sent: auto-replies, bounces and the gateway's own mail.
 
-Such mail never opens a ticket, never changes a status and never gets an
-answer, so two robots cannot keep mailing each other.
+Such mail never opens a ticket, never changes a status and never gets a
+reply, so two robots cannot keep mailing each other.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class MachineMail:
         sender: str,
         find_ticket: Callable[[], Awaitable[Any]],
     ) -> Verdict:
-        """Record automatic mail on its ticket or ignore it; never answer it."""
+        """Record automatic mail on its ticket or ignore it; never reply to it."""
         tx, mail = step.tx, step.mail
         if report is not None:
             sent = await tx.find_sent_email(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +103,29 @@ def upgrade_schema(url: str) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url
-    # "heads": feature branches of the migration history are each applied.
-    command.upgrade(config, "heads")
+    with _sqlite_migration_lock(url):
+        # "heads": feature branches of the migration history are each applied.
+        command.upgrade(config, "heads")
     log.debug("database schema is up to date (%s)", make_url(url).get_backend_name())
+
+
+@contextmanager
+def _sqlite_migration_lock(url: str) -> Iterator[None]:
+    # Alembic runs SQLite DDL outside a transaction, so two processes starting
+    # at once could both create the same table. A lock file beside the database
+    # lets one migrate while the other waits. PostgreSQL uses an advisory lock.
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    lock_path = Path(f"{parsed.database}.migration-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def upgrade_schema_async(url: str) -> None:

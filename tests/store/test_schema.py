@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,3 +127,59 @@ async def _max_ticket_number(url: str) -> int:
     finally:
         await store.close()
     return highest
+
+
+@pytest.mark.skipif(POSTGRES, reason="changes the SQLite file behind the store's back")
+def test_status_counts_are_kept_until_a_write(tmp_path: Path) -> None:
+    from gateway.model import TicketFilter
+
+    async def scenario() -> tuple[int, int, int]:
+        store = Store(f"sqlite:///{tmp_path / 'counts.db'}")
+        await store.upgrade()
+        async with store.write() as tx:
+            builder = await tx.upsert_builder("ada@example.com", name="Ada", timezone=None,
+                                              apps=(), now=NOW)
+            await tx.create_ticket(builder=builder, title="Portal is slow",
+                                   description="Pages take ages", app=None,
+                                   category="other", severity="sev3", now=NOW)
+        async with store.read() as tx:
+            first = (await tx.list_tickets(TicketFilter())).total
+        # A change made outside this store is not seen while the counts are kept.
+        other = sqlite3.connect(tmp_path / "counts.db")
+        other.execute("update tickets set status = 'closed'")
+        other.commit()
+        other.close()
+        async with store.read() as tx:
+            kept = (await tx.list_tickets(TicketFilter())).open
+        async with store.write() as tx:
+            await tx.create_ticket(builder=builder, title="Portal is slower",
+                                   description="Pages take longer", app=None,
+                                   category="other", severity="sev3", now=NOW)
+        async with store.read() as tx:
+            fresh = (await tx.list_tickets(TicketFilter())).open
+        await store.close()
+        return first, kept, fresh
+
+    first, kept, fresh = asyncio.run(scenario())
+
+    assert first == 1
+    assert kept == 1
+    assert fresh == 1
+
+
+def test_concurrent_upgrades_build_one_schema(tmp_path: Path) -> None:
+    url = POSTGRES.create_blank() if POSTGRES else database_url(tmp_path)
+    context = multiprocessing.get_context("spawn")
+
+    with context.Pool(3) as pool:
+        pool.map(upgrade_schema, [url, url, url])
+
+    async def ticket_counter() -> int:
+        store = Store(url)
+        async with store.read() as tx:
+            value = (await tx.session.execute(_text(
+                "select count(*) from counters where name = 'ticket_number'"))).scalar()
+        await store.close()
+        return int(value)
+
+    assert asyncio.run(ticket_counter()) == 1
