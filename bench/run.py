@@ -141,7 +141,8 @@ def summarize_profile(path: Path, backend: str) -> list[str]:
         total += count
         frames = stack.split(";")
         for frame in set(frames):
-            # The entry point and CLI frames hold every sample and say nothing.
+            # The entry point and CLI frames appear in every sample, so they
+            # carry no information.
             if "gateway/__main__.py" in frame or "gateway/cli.py" in frame:
                 continue
             if any(folder in frame for folder in PROJECT_FOLDERS):

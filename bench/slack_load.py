@@ -3,7 +3,7 @@
 The gateway's own Slack worker (SlackOutboxWorker with SlackPoster and slack-sdk's
 AsyncWebClient) sends queued posts for a set of tickets to one channel. The fake
 lets a short burst through, then one post per 1 / RATE seconds per channel, and
-answers the rest with 429 and Retry-After, as Slack's chat.postMessage does.
+responds to the rest with 429 and Retry-After, as Slack's chat.postMessage does.
 Slack allows about 1 post per second per channel; the benchmark scales the
 fake's clock so that 1,000 posts fit the run's time budget, and Retry-After is
 scaled the same way (fractional seconds instead of Slack's whole seconds).

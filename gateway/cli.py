@@ -568,7 +568,7 @@ def inbound_list(context: click.Context, outcome: str | None, limit: int) -> Non
         )
 
 
-# Outcomes that changed nothing and told nobody, so processing again is safe:
+# Outcomes that changed no ticket and sent no mail, so processing again is safe:
 # a processing error, or a sender who may have a builder account by now.
 RETRYABLE_OUTCOMES = frozenset({"failed", "rejected_unknown_sender", "received"})
 

@@ -17,7 +17,7 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    """Where inbound SMTP listens and which addresses it accepts."""
+    """Settings of the inbound SMTP listener and the addresses it accepts."""
 
     host: str = "127.0.0.1"
     port: int = 2525
@@ -49,7 +49,7 @@ class SmtpConfig:
 
 @dataclass(frozen=True)
 class WebConfig:
-    """Where the status page and API listen, and who may open them."""
+    """Settings of the status page and API listener, and its access token."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -68,7 +68,7 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class OutboundConfig:
-    """How outbound mail leaves: a Maildir, or an SMTP relay when one is set."""
+    """Settings of outbound mail: a Maildir, or an SMTP relay when one is set."""
 
     maildir: str = "var/outbox"
     relay_host: str | None = None
@@ -117,7 +117,7 @@ class SlackConfig:
     # A user group id (S...) whose members may act, in addition to the
     # members of the support channel.
     allowed_user_group: str | None = None
-    # Longest wait, in seconds, between retries of a failed Slack post.
+    # Maximum wait, in seconds, between retries of a failed Slack post.
     retry_max_seconds: float = 300.0
 
     @property

@@ -125,7 +125,7 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Report whether the database answers."""
+    """Report whether the database responds."""
     healthy = await request.app[STORE_KEY].ping()
     body = {"status": "ok" if healthy else "unavailable", "database": healthy}
     return web.json_response(body, status=200 if healthy else 503)
@@ -283,7 +283,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     peer = request.remote or "unknown"
     now = request.app[NOW_KEY]()
     if await is_locked_out(store, peer, now):
-        log.warning("login from %s refused: too many failed attempts", peer)
+        log.warning("login from %s rejected: too many failed attempts", peer)
         response = _render(
             request, "login_page.html", next_path=target,
             error="Too many failed attempts. Wait 15 minutes, then try again.",

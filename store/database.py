@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Connections per process. Each SMTP delivery, web request and outbox batch
-# holds one connection only for the length of its transaction.
+# uses one connection only for the length of its transaction.
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 10
 POSTGRES_POOL_TIMEOUT_SECONDS = 30
@@ -57,8 +57,8 @@ def create_engine(url: str) -> AsyncEngine:
 
 def _create_postgres_engine(target: URL) -> AsyncEngine:
     # synchronous_commit=on for every session, whatever the server or role
-    # default says: a 250 reply promises that the change is on disk, and "off"
-    # or "local" can lose the newest commits in a crash.
+    # default is, because a 250 reply promises that the change is on disk.
+    # "off" or "local" can lose the newest commits in a crash.
     server_settings = {
         "synchronous_commit": "on",
         "application_name": "support-gateway",

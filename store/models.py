@@ -293,7 +293,7 @@ class SlackReceiptRow(Base):
 
 
 class SlackReplyRow(Base):
-    """A public reply sent from Slack, with the email it holds during the undo window."""
+    """A public reply sent from Slack, with the email kept back during the undo window."""
 
     __tablename__ = "slack_replies"
 

@@ -104,8 +104,8 @@ class Store:
                 raise
             except IntegrityError as exc:
                 # On PostgreSQL a second instance that applies the same message
-                # waits on the unique index and fails here, after the first
-                # instance commits; that is a redelivery, not an error.
+                # waits on the unique index and fails here once the first one
+                # commits. That is a redelivery, not an error.
                 if _is_dedupe_violation(exc):
                     raise DuplicateDelivery("inbound_messages.dedupe_key") from exc
                 raise

@@ -1,4 +1,4 @@
-"""Oversized, malformed and lying mail gets the right answer over real SMTP."""
+"""Oversized, malformed and lying mail gets the right SMTP reply over real SMTP."""
 
 from __future__ import annotations
 
@@ -212,7 +212,9 @@ def test_dotdot_filename_loses_its_path(ada: RunningGateway) -> None:
 
     assert code == 250, text
     [name] = attachment_names(ada)
-    assert "/" not in name and "\\" not in name and ".." not in name
+    assert "/" not in name
+    assert "\\" not in name
+    assert ".." not in name
 
 
 def test_tnef_files_are_unpacked_and_checked(ada: RunningGateway) -> None:
