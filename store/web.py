@@ -32,7 +32,7 @@ from store.models import (
     OutboxRow,
     TicketRow,
 )
-from store.views import attachment_info, message_view, ticket_summary
+from store.views import attachment_info, builder_view, message_view, ticket_summary
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,7 @@ class WebQueries:
         apps = await self.session.scalars(
             select(AppRow).where(AppRow.builder_id == row.id).order_by(AppRow.name)
         )
-        return Builder(
-            id=row.id,
-            email=row.email,
-            name=row.name,
-            timezone=row.timezone,
-            apps=tuple(App(a.name, a.uri) for a in apps),
-        )
+        return builder_view(row, [App(a.name, a.uri) for a in apps])
 
     # Login failures
 

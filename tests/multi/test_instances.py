@@ -26,7 +26,7 @@ from cluster import (
 from conftest import POSTGRES
 
 pytestmark = pytest.mark.skipif(
-    POSTGRES is None, reason="needs PostgreSQL: set GATEWAY_TEST_DATABASE_URL"
+    POSTGRES is None, reason="needs PostgreSQL: set GATEWAY_TEST_DATABASE_URL=postgresql://USER@HOST:PORT/DB"
 )
 
 # A builder may open only so many tickets an hour, so the load spreads over three.

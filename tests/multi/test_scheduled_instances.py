@@ -28,7 +28,7 @@ from sqlalchemy import text
 from store import Store
 
 pytestmark = pytest.mark.skipif(
-    POSTGRES is None, reason="needs PostgreSQL: set GATEWAY_TEST_DATABASE_URL"
+    POSTGRES is None, reason="needs PostgreSQL: set GATEWAY_TEST_DATABASE_URL=postgresql://USER@HOST:PORT/DB"
 )
 
 BUILDERS = {

@@ -24,7 +24,7 @@ from conftest import POSTGRES
 from slack_fake import BOT_TOKEN, BOT_USER_ID, TEAM_ID, RunningSlackFake, SlackFake
 
 pytestmark = pytest.mark.skipif(
-    POSTGRES is None, reason="needs PostgreSQL: set GATEWAY_TEST_DATABASE_URL"
+    POSTGRES is None, reason="needs PostgreSQL: set GATEWAY_TEST_DATABASE_URL=postgresql://USER@HOST:PORT/DB"
 )
 
 SIGNING_SECRET = "multi-signing-secret-0123456789"
