@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.policy
+import email.utils
 import errno
 import itertools
 import logging
@@ -175,7 +176,9 @@ def compose_email(
     _set_address_header(message, "From", sender_address, sender_name)
     _set_address_header(message, "To", recipient, recipient_name)
     _set_text_header(message, "Subject", subject)
-    message["Date"] = date
+    # Values that are plain ASCII by construction are stored raw: the email
+    # package then neither parses them into header objects nor refolds them.
+    message.set_raw("Date", email.utils.format_datetime(date))
     _set_message_id_header(message, "Message-ID", [_require_message_id(message_id)])
 
     parent_id = _optional_message_id(in_reply_to, "In-Reply-To")
@@ -187,11 +190,11 @@ def compose_email(
 
     if reply_to is not None:
         _set_address_header(message, "Reply-To", reply_to, "")
-    message["Auto-Submitted"] = auto_submitted
+    message.set_raw("Auto-Submitted", auto_submitted)
     # Exchange and Outlook send no out-of-office or other automatic reply to a
     # message with this header.
-    message["X-Auto-Response-Suppress"] = "All"
-    message["X-Loop"] = sender_address
+    message.set_raw("X-Auto-Response-Suppress", "All")
+    message.set_raw("X-Loop", sender_address)
     for name, value in (extra_headers or {}).items():
         _check_extra_header_name(name)
         _set_text_header(message, name, value)
@@ -427,6 +430,9 @@ def _clean_header_text(value: str, label: str) -> str:
     of encoding.
     """
     clean = sanitize_header_value(value)
+    # Only an encoded-word can decode to something else, and each starts with "=?".
+    if "=?" not in clean:
+        return clean
     for _ in range(_MAX_DECODE_ROUNDS):
         decoded = str(_POLICY.header_factory("Subject", clean))
         if decoded == clean:
@@ -603,14 +609,21 @@ def _verify_header_block(data: bytes, expected: Counter[str]) -> None:
     if found != expected:
         raise ValueError(_header_mismatch(found, expected))
 
-    parsed = BytesParser(policy=email.policy.default).parsebytes(
+    # compat32 returns each value as written, without building header objects, and
+    # splits the block into fields exactly as the default policy does.
+    parsed = BytesParser(policy=email.policy.compat32).parsebytes(
         head + b"\r\n\r\n", headersonly=True
     )
     reparsed = Counter(name.lower() for name in parsed.keys())
     if reparsed != expected:
         raise ValueError(_header_mismatch(reparsed, expected))
-    for name, value in parsed.items():
-        if _has_control_chars(str(value)):
+    for name, raw_value in parsed.items():
+        value = "".join(str(raw_value).splitlines())
+        # Decoding can add characters only through encoded-words, which start
+        # with "=?"; decode those values as a reader with the default policy would.
+        if "=?" in value:
+            value = str(email.policy.default.header_factory(name, value))
+        if _has_control_chars(value):
             raise ValueError(f"decoded {name} header contains a control character")
 
 

@@ -3,6 +3,9 @@
 The job runs on the gateway's own wiring (make_desks, make_scheduled_work) against
 a seeded database, and a before_cursor_execute hook counts every SQL statement it
 sends. Each repetition is a new weekly period, so every builder is due again.
+The job only claims and queues the digests, and the outbox worker composes each
+one when it sends it. So each repetition then drains the outbox with the
+gateway's OutboxWorker, to a transport that only counts, and times that too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import event, func, insert, select, text, update
 
 from bench import targets
 from gateway.config import load_config
+from gateway.delivery import OutboxWorker
 from gateway.scheduler import make_scheduled_work
 from gateway.service import make_desks
 from store import Store
@@ -47,6 +51,23 @@ class DigestRun:
     queued: int
     outbox_added: int
     recipients_added: int
+    # Composing and delivering the queued digests with the outbox worker.
+    drain_seconds: float = 0.0
+    delivered: int = 0
+    delivered_recipients: int = 0
+    digest_bytes: int = 0
+
+
+class CountingTransport:
+    """An outbound transport that keeps only who got how many emails, and their size."""
+
+    def __init__(self) -> None:
+        self.recipients: dict[str, int] = {}
+        self.bytes = 0
+
+    async def deliver(self, sender: str, recipient: str, data: bytes) -> None:
+        self.recipients[recipient] = self.recipients.get(recipient, 0) + 1
+        self.bytes += len(data)
 
 
 def builder_email(index: int) -> str:
@@ -142,7 +163,18 @@ async def run_digests(config_path: Path, *, reps: int,
             seconds = time.perf_counter() - started
             counted = statements
             rows, recipients = await outbox_digests(store, after_id=last_id)
-            return DigestRun(seconds, counted, queued, rows, recipients)
+            transport = CountingTransport()
+            worker = OutboxWorker(
+                store=store, transport=transport, max_attempts=1, retry_base_seconds=1,
+                retry_max_seconds=1, now=lambda: clock["now"],
+                prepare=work.digests.compose_queued)
+            started = time.perf_counter()
+            while await worker.run_once():
+                pass
+            drain_seconds = time.perf_counter() - started
+            return DigestRun(seconds, counted, queued, rows, recipients, drain_seconds,
+                             sum(transport.recipients.values()), len(transport.recipients),
+                             transport.bytes)
 
         runs = []
         first = 0 if warm_up else 1
@@ -194,20 +226,19 @@ def measure(ctx: Any, backend: str, builders: int, tickets: int) -> dict[str, An
     runs, repeated = asyncio.run(run_digests(config_path, reps=ctx.scale.l6_reps,
                                              warm_up=warm_up))
     exactly_once = all(run.queued == due and run.outbox_added == due
-                       and run.recipients_added == due for run in runs)
+                       and run.recipients_added == due and run.delivered == due
+                       and run.delivered_recipients == due for run in runs)
     return {
         "backend": backend, "builders": builders, "tickets": tickets, "due": due,
         "seed_seconds": seed_seconds,
         "seconds": [run.seconds for run in runs],
+        "drain_seconds": [run.drain_seconds for run in runs],
+        "digest_bytes": [run.digest_bytes // max(run.delivered, 1) for run in runs],
         "statements": sorted({run.statements for run in runs}),
         "queued": [run.queued for run in runs],
-        "exactly_once": exactly_once and repeated.queued == 0 and repeated.outbox_added == 0,
+        "delivered": [run.delivered for run in runs],
+        "exactly_once": (exactly_once and repeated.queued == 0 and repeated.outbox_added == 0
+                         and repeated.delivered == 0),
         "repeat_statements": repeated.statements,
-        "batch_builders": _batch_builders(), "warm_up": warm_up,
+        "warm_up": warm_up,
     }
-
-
-def _batch_builders() -> int:
-    from gateway.digest import BATCH_BUILDERS
-
-    return BATCH_BUILDERS

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from gateway.errors import DeliveryFailed, StorageUnavailable
+from gateway.model import OutgoingEmail
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,18 @@ BATCH_SIZE = 20
 
 class Transport(Protocol):
     async def deliver(self, sender: str, recipient: str, data: bytes) -> None: ...
+
+
+class Preparer(Protocol):
+    """Fills in emails queued without a body (digests), in the worker's claim transaction.
+
+    Returns the emails to deliver and those that could not be prepared, with
+    the error. Emails in neither list were finished in TX without sending.
+    """
+
+    async def __call__(
+        self, tx: Any, emails: Sequence[OutgoingEmail], *, now: datetime
+    ) -> tuple[list[OutgoingEmail], list[tuple[OutgoingEmail, str]]]: ...
 
 
 class OutboxWorker:
@@ -35,9 +48,11 @@ class OutboxWorker:
         claim_lease_seconds: float = 300.0,
         poll_seconds: float = 1.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        prepare: Preparer | None = None,
     ) -> None:
         self._store = store
         self._transport = transport
+        self._prepare = prepare
         self._max_attempts = max_attempts
         self._retry_base_seconds = retry_base_seconds
         self._retry_max_seconds = retry_max_seconds
@@ -68,14 +83,20 @@ class OutboxWorker:
                 pass
 
     async def run_once(self) -> int:
-        """Deliver one batch of due mail; return how many attempts were made."""
+        """Deliver one batch of due mail; return how many outbox rows it handled."""
+        failed: list[tuple[OutgoingEmail, str]] = []
         async with self._store.write() as tx:
-            batch = await tx.claim_due_emails(
+            claimed = await tx.claim_due_emails(
                 worker=self.worker_id, now=self._now(), lease=self._claim_lease, limit=BATCH_SIZE
             )
+            batch = claimed
+            if claimed and self._prepare is not None:
+                batch, failed = await self._prepare(tx, claimed, now=self._now())
+        for email, error in failed:
+            await self._record_failure(email, error, permanent=False)
         for email in batch:
             await self._deliver(email)
-        return len(batch)
+        return len(claimed)
 
     async def _deliver(self, email: Any) -> None:
         error: str | None = None
@@ -83,22 +104,29 @@ class OutboxWorker:
         try:
             await self._transport.deliver(email.sender, email.recipient, email.data)
         except DeliveryFailed as exc:
-            error = str(exc)
-            attempt = email.attempts + 1
-            if not exc.permanent and attempt < self._max_attempts:
-                retry_at = self._now() + self._backoff(attempt)
-                log.warning("outbox %d attempt %d failed; retrying at %s: %s",
-                            email.id, attempt, retry_at.isoformat(timespec="seconds"), exc)
-            else:
-                log.error("outbox %d failed for good after %d attempts: %s",
-                          email.id, attempt, exc)
+            await self._record_failure(email, str(exc), permanent=exc.permanent)
+            return
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             retry_at = self._now() + self._backoff(email.attempts + 1)
             log.exception("outbox %d delivery raised; retrying", email.id)
         else:
             log.info("outbox %d delivered (%d bytes)", email.id, len(email.data))
+        await self._finish(email, error, retry_at)
 
+    async def _record_failure(self, email: Any, error: str, *, permanent: bool) -> None:
+        retry_at: datetime | None = None
+        attempt = email.attempts + 1
+        if not permanent and attempt < self._max_attempts:
+            retry_at = self._now() + self._backoff(attempt)
+            log.warning("outbox %d attempt %d failed; retrying at %s: %s",
+                        email.id, attempt, retry_at.isoformat(timespec="seconds"), error)
+        else:
+            log.error("outbox %d failed for good after %d attempts: %s",
+                      email.id, attempt, error)
+        await self._finish(email, error, retry_at)
+
+    async def _finish(self, email: Any, error: str | None, retry_at: datetime | None) -> None:
         async with self._store.write() as tx:
             kept = await tx.finish_email(
                 email.id, worker=self.worker_id, now=self._now(), error=error, retry_at=retry_at

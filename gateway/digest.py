@@ -8,9 +8,16 @@ ticket comes first: by severity, then by the longest wait.
 Scheduled runs follow a cron expression read in each builder's time zone.
 Each run handles the latest scheduled time (the period) at or before now, so
 a gateway that was down across several scheduled times sends one digest when
-it is back. Every digest is claimed under the unique key (builder, period) in
-the transaction that writes it to the outbox, so several instances, or a run
-that restarts after a crash, never send a builder two digests for one period.
+it is back. A run claims every due builder's digest under the unique key
+(builder, period), records the reminders and queues one outbox row per claim,
+with a fixed number of set-based statements in one transaction, whatever the
+number of builders. Several instances, or a run that restarts after a crash,
+therefore never send a builder two digests for one period.
+
+The outbox worker composes each digest when it claims the row
+(DigestRunner.compose_queued), from the tickets the run recorded that still
+wait. A digest whose builder opted out, whose address is suppressed or never
+reads mail, or that has nothing left to list by then is cancelled unsent.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,19 +36,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gateway import addresses, fields
 from gateway.config import Config
 from gateway.cron import crontab_trigger, latest_fire_time
-from gateway.model import Builder, TicketState
+from gateway.model import Builder, OutgoingEmail, TicketState
 from gateway.notices import NoticeRenderer
 
 log = logging.getLogger(__name__)
 
-# Builders handled per write transaction. Each batch keeps its composed emails
-# in memory and costs the same handful of statements, whatever its size.
-BATCH_BUILDERS = 200
+# Builders per read of `digest --dry-run`, which lists digests without claiming them.
+PREVIEW_PAGE_BUILDERS = 200
 EXCERPT_CHARS = 240
 # Characters read from the database for an excerpt, before whitespace is folded.
 _EXCERPT_READ_CHARS = 1000
 # The time zone key of runs started by hand, which cover every builder.
 MANUAL_RUN_ZONE = ""
+# The length of digest_claims.claimed_by, which contains a run token, then the instance.
+_CLAIMED_BY_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -70,8 +79,6 @@ class WaitingTicket:
 
     ticket: TicketState
     wait_started_at: datetime
-    # Digests that listed it before in this wait.
-    reminder_count: int
     # The start of support's latest public message, or None.
     question: str | None
 
@@ -85,12 +92,27 @@ class DigestPlan:
 
 
 @dataclass(frozen=True)
-class ComposedDigest:
-    """A digest ready for the outbox."""
+class QueuedDigest:
+    """A digest in the outbox that is not composed yet, with what it lists now."""
 
+    outbox_id: int
+    message_id: str
+    builder: Builder
+    opted_out: bool
+    # Mail to the builder's address is suppressed after a bounce.
+    suppressed: bool
+    # The claimed tickets that still wait in the same wait, most urgent first.
+    tickets: tuple[WaitingTicket, ...]
+
+
+@dataclass(frozen=True)
+class ComposedDigest:
+    """A digest composed for its outbox row."""
+
+    outbox_id: int
+    message_id: str
     builder: Builder
     tickets: tuple[WaitingTicket, ...]
-    message_id: str
     data: bytes
 
 
@@ -104,7 +126,7 @@ class Period:
 
 
 class DigestRunner:
-    """Finds who is due a digest, claims it and writes it to the outbox."""
+    """Claims and queues the digests that are due, and composes them for the outbox worker."""
 
     def __init__(
         self,
@@ -117,7 +139,6 @@ class DigestRunner:
         is_own_address: Callable[[str], bool],
         renderer: NoticeRenderer | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        batch_builders: int = BATCH_BUILDERS,
     ) -> None:
         self._store = store
         self._mailer = mailer
@@ -127,7 +148,6 @@ class DigestRunner:
         self._is_own_address = is_own_address
         self._renderer = renderer or NoticeRenderer()
         self._now = now
-        self._batch_builders = batch_builders
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     @property
@@ -136,127 +156,195 @@ class DigestRunner:
         return self._settings.max_reminders > 0
 
     async def run_due(self) -> int:
-        """Send the digests of every scheduled period not yet handled; return how many."""
+        """Queue the digests of every scheduled period not yet handled; return how many."""
         if not self.enabled:
             return 0
         now = self._now()
         async with self._store.read() as tx:
             zones = await tx.builder_timezones()
-        sent = 0
+        queued = 0
         for period in due_periods(self._settings.schedule, zones, now):
             assert period.timezones is not None
             async with self._store.read() as tx:
                 finished = await tx.finished_digest_periods(period.start, period.timezones)
-            for zone in period.timezones:
-                if zone in finished:
-                    continue
-                count = await self._send_period(Period(period.start, (zone,)),
-                                                as_of=period.start)
-                async with self._store.write() as tx:
-                    await tx.finish_digest_period(zone, period.start, digest_count=count,
-                                                  now=self._now())
+            open_zones = tuple(zone for zone in period.timezones if zone not in finished)
+            if not open_zones:
+                continue
+            counts = await self._queue_period(Period(period.start, open_zones),
+                                              as_of=period.start)
+            for zone in open_zones:
                 log.info("digest period %s for time zone %s: %d digest(s) queued",
-                         period.start.isoformat(timespec="minutes"), zone or "UTC", count)
-                sent += count
-        return sent
+                         period.start.isoformat(timespec="minutes"), zone or "UTC",
+                         counts.get(zone, 0))
+            queued += sum(counts.values())
+        return queued
 
     async def run_now(self) -> int:
-        """Send every digest that is due now, ignoring the schedule; return how many."""
+        """Queue every digest that is due now, ignoring the schedule; return how many."""
         if not self.enabled:
             return 0
         now = self._now()
         start = now.replace(second=0, microsecond=0)
-        count = await self._send_period(Period(start, None), as_of=now)
-        async with self._store.write() as tx:
-            await tx.finish_digest_period(MANUAL_RUN_ZONE, start, digest_count=count, now=now)
+        counts = await self._queue_period(Period(start, None), as_of=now)
+        count = sum(counts.values())
         log.info("digest run by hand: %d digest(s) queued", count)
         return count
 
     async def preview(self) -> AsyncIterator[DigestPlan]:
-        """Yield the digests that run_now would send, without claiming or sending."""
+        """Yield the digests that run_now would queue, without claiming or sending.
+
+        Reads one page of builders at a time, so the preview never holds every
+        digest in memory.
+        """
         if not self.enabled:
             return
         now = self._now()
-        period = Period(now.replace(second=0, microsecond=0), None)
+        start = now.replace(second=0, microsecond=0)
+        settings = self._settings
         after = 0
         while True:
             async with self._store.read() as tx:
-                rows = await self._waiting(tx, period, as_of=now, after=after)
+                rows = await tx.waiting_for_digest(
+                    period_start=start,
+                    timezones=None,
+                    waiting_since=now - settings.waiting_after,
+                    repeat_before=now - settings.repeat_after,
+                    max_reminders=settings.max_reminders,
+                    after_builder_id=after,
+                    builder_limit=PREVIEW_PAGE_BUILDERS,
+                    excerpt_chars=_EXCERPT_READ_CHARS,
+                    now=now,
+                )
             plans = group_by_builder(rows)
             for plan in plans:
-                if self._can_receive(plan.builder):
+                if self._never_reads_mail(plan.builder) is None:
                     yield plan
-            if len(plans) < self._batch_builders:
+            if len(plans) < PREVIEW_PAGE_BUILDERS:
                 return
             after = plans[-1].builder.id
 
-    async def _send_period(self, period: Period, *, as_of: datetime) -> int:
-        sent = 0
-        after = 0
-        while True:
-            async with self._store.write() as tx:
-                rows = await self._waiting(tx, period, as_of=as_of, after=after)
-                plans = group_by_builder(rows)
-                if not plans:
-                    return sent
-                after = plans[-1].builder.id
-                now = self._now()
-                composed = [self._compose(plan, now) for plan in plans
-                            if self._can_receive(plan.builder)]
-                won = await tx.claim_digests(composed, period_start=period.start,
-                                             claimed_by=self.instance_id, now=now)
-                winners = [digest for digest in composed if digest.builder.id in won]
-                await tx.enqueue_digests(winners, sender=self._sender_address, now=now)
-                await tx.record_reminders(
-                    [waiting for digest in winners for waiting in digest.tickets],
-                    period_start=period.start,
-                )
-            sent += len(winners)
-            if len(composed) > len(winners):
-                log.info("%d digest(s) of period %s were claimed by another run",
-                         len(composed) - len(winners), period.start.isoformat())
-            if len(plans) < self._batch_builders:
-                return sent
+    async def _queue_period(self, period: Period, *, as_of: datetime) -> dict[str, int]:
+        """Claim, record and queue the period's digests in one transaction; return counts.
 
-    async def _waiting(
-        self, tx: Any, period: Period, *, as_of: datetime, after: int
-    ) -> list[WaitingTicket]:
+        The counts are per time zone (MANUAL_RUN_ZONE for a run by hand), and the
+        period is recorded as finished for each zone in the same transaction.
+        """
         settings = self._settings
-        return await tx.waiting_for_digest(
-            period_start=period.start,
-            timezones=period.timezones,
-            waiting_since=as_of - settings.waiting_after,
-            repeat_before=as_of - settings.repeat_after,
-            max_reminders=settings.max_reminders,
-            after_builder_id=after,
-            builder_limit=self._batch_builders,
-            excerpt_chars=_EXCERPT_READ_CHARS,
-            now=self._now(),
-        )
+        run = f"{secrets.token_hex(6)}:{self.instance_id}"[:_CLAIMED_BY_CHARS]
+        # Each claim's Message-ID is this run's own unique id with the builder id added.
+        local, _, domain = self._mailer.new_message_id().rpartition("@")
+        due = {
+            "waiting_since": as_of - settings.waiting_after,
+            "repeat_before": as_of - settings.repeat_after,
+            "max_reminders": settings.max_reminders,
+        }
+        async with self._store.write() as tx:
+            now = self._now()
+            await tx.claim_due_digests(
+                period_start=period.start, timezones=period.timezones, claimed_by=run,
+                message_id_prefix=f"{local}.", message_id_domain=domain, now=now, **due,
+            )
+            await tx.record_claimed_tickets(period_start=period.start, claimed_by=run, **due)
+            counts = await tx.queue_claimed_digests(
+                period_start=period.start, claimed_by=run, sender=self._sender_address,
+                now=now,
+            )
+            if period.timezones is None:
+                counts = {MANUAL_RUN_ZONE: sum(counts.values())}
+            zones = period.timezones if period.timezones is not None else (MANUAL_RUN_ZONE,)
+            await tx.finish_digest_periods(
+                {zone: counts.get(zone, 0) for zone in zones}, period.start, now=now,
+            )
+        return counts
 
-    def _can_receive(self, builder: Builder) -> bool:
+    async def compose_queued(
+        self, tx: Any, emails: Sequence[OutgoingEmail], *, now: datetime
+    ) -> tuple[list[OutgoingEmail], list[tuple[OutgoingEmail, str]]]:
+        """Compose the queued digests among EMAILS that the outbox worker just claimed.
+
+        Runs in the worker's claim transaction, so each digest is composed and
+        stored once, and a retry sends the same bytes. Returns the emails to
+        deliver (other kinds unchanged) and those whose composing failed, with
+        the error. Digests that must not go out are cancelled in TX.
+        """
+        unsent = [email.id for email in emails if not email.data]
+        if not unsent:
+            return list(emails), []
+        queued = {
+            digest.outbox_id: digest
+            for digest in await tx.queued_digests(unsent, excerpt_chars=_EXCERPT_READ_CHARS,
+                                                  now=now)
+        }
+        ready: list[OutgoingEmail] = []
+        failed: list[tuple[OutgoingEmail, str]] = []
+        composed: list[ComposedDigest] = []
+        cancelled: dict[int, str] = {}
+        for email in emails:
+            digest = queued.get(email.id)
+            if email.data or digest is None:
+                ready.append(email)
+                continue
+            reason = self._reason_not_to_send(digest)
+            if reason is not None:
+                log.info("digest (outbox %d) to builder %d cancelled: %s",
+                         email.id, digest.builder.id, reason)
+                cancelled[email.id] = reason
+                continue
+            try:
+                done = self._compose(digest, now)
+            except Exception as exc:
+                # One digest that cannot be composed must not roll back the
+                # worker's claim of the whole batch; it is retried like a failed
+                # delivery instead.
+                log.exception("digest (outbox %d) could not be composed", email.id)
+                failed.append((email, f"composing failed: {type(exc).__name__}: {exc}"))
+                continue
+            composed.append(done)
+            ready.append(replace(email, data=done.data))
+        await tx.store_composed_digests(composed, now=now)
+        await tx.cancel_digest_emails(cancelled)
+        await tx.forget_digest_tickets([digest.outbox_id for digest in composed]
+                                       + list(cancelled))
+        return ready, failed
+
+    def _reason_not_to_send(self, digest: QueuedDigest) -> str | None:
+        if digest.opted_out:
+            return "the builder unsubscribed from digests"
+        if digest.suppressed:
+            return "mail to the address is suppressed after a bounce"
+        never = self._never_reads_mail(digest.builder)
+        if never is not None:
+            return never
+        if not digest.tickets:
+            return "no listed ticket waits on the builder any more"
+        return None
+
+    def _never_reads_mail(self, builder: Builder) -> str | None:
         if addresses.is_robot_address(builder.email) or self._is_own_address(builder.email):
             log.warning("no digest for builder %d: the address never reads mail", builder.id)
-            return False
-        return True
+            return "the address never reads mail"
+        return None
 
-    def _compose(self, plan: DigestPlan, now: datetime) -> ComposedDigest:
+    def _compose(self, digest: QueuedDigest, now: datetime) -> ComposedDigest:
+        plan = DigestPlan(digest.builder, digest.tickets)
+        unsubscribe_url = self._unsubscribe_url(plan.builder)
         notice = render_digest(
             self._renderer,
             plan,
             now=now,
             reply_address=self._mailer.reply_address,
-            unsubscribe_url=self._unsubscribe_url(plan.builder),
+            unsubscribe_url=unsubscribe_url,
         )
         single = plan.tickets[0].ticket if len(plan.tickets) == 1 else None
         message_id, data = self._mailer.compose_unqueued(
             plan.builder,
             notice,
             now=now,
+            message_id=digest.message_id,
             reply_to=self._mailer.reply_address(single) if single else None,
-            extra_headers=unsubscribe_headers(self._unsubscribe_url(plan.builder)),
+            extra_headers=unsubscribe_headers(unsubscribe_url),
         )
-        return ComposedDigest(plan.builder, plan.tickets, message_id, data)
+        return ComposedDigest(digest.outbox_id, message_id, plan.builder, plan.tickets, data)
 
 
 def due_periods(schedule: str, zones: Sequence[str], now: datetime) -> list[Period]:

@@ -7,6 +7,7 @@ reply, so two robots cannot keep mailing each other.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,17 @@ _ROBOT_NOUNS = {
 }
 
 
+# Every Message-ID the gateway writes has this shape, so other ids need no lookup in
+# the outbox. It is the shape of adapters.outbound.make_message_id, plus
+# ".<builder id>" before the "@" for digests, which one run queues under one id.
+_OWN_MESSAGE_ID_RE = re.compile(r"<?sg\.[0-9a-f]+\.[0-9a-f]{16}(?:\.[0-9]+)?@[^\s>]+>?")
+
+
+def has_own_message_id_shape(message_id: str) -> bool:
+    """Return True when MESSAGE_ID could be one the gateway wrote."""
+    return _OWN_MESSAGE_ID_RE.fullmatch(message_id.strip()) is not None
+
+
 class MachineMail:
     """Applies automatic mail and delivery reports to the tickets they concern."""
 
@@ -41,7 +53,8 @@ class MachineMail:
         for name, value in mail.headers:
             if name.lower() == "x-loop" and value.strip().strip("<>").lower() in own:
                 return "X-Loop header"
-        if mail.message_id and await tx.is_own_message_id(mail.message_id):
+        if (mail.message_id and has_own_message_id_shape(mail.message_id)
+                and await tx.is_own_message_id(mail.message_id)):
             return "Message-ID"
         return None
 

@@ -72,8 +72,13 @@ class NoticeMailer:
         answering: ParsedMail | None = None,
         attachments: tuple[CheckedAttachment, ...] = (),
         extra_headers: Mapping[str, str] | None = None,
+        opened_by_answering: bool = False,
     ) -> str | None:
-        """Queue NOTICE to BUILDER; return its Message-ID, or None when it is held back."""
+        """Queue NOTICE to BUILDER; return its Message-ID, or None when it is held back.
+
+        Pass opened_by_answering when ANSWERING just opened TICKET: its thread then
+        contains that message alone, and the thread is not read again.
+        """
         recipient = builder.email
         if addresses.is_robot_address(recipient) or self._is_own_address(recipient):
             log.warning("notice %s not sent: %s never reads mail", notice.kind,
@@ -92,7 +97,7 @@ class NoticeMailer:
             return None
 
         references: list[str] = []
-        if ticket is not None:
+        if ticket is not None and not opened_by_answering:
             references = await tx.thread_message_ids(ticket.id)
         if answering is not None and answering.message_id:
             references = [r for r in references if r != answering.message_id]
@@ -139,21 +144,28 @@ class NoticeMailer:
             await tx.log_notice(recipient, notice.kind, now=now)
         return message_id
 
+    def new_message_id(self) -> str:
+        """Return a new unique Message-ID in the sender's domain, without angle brackets."""
+        domain = self._settings.sender_address.rpartition("@")[2] or "localhost"
+        return self._make_message_id(domain)
+
     def compose_unqueued(
         self,
         builder: Builder,
         notice: Notice,
         *,
         now: datetime,
+        message_id: str | None = None,
         reply_to: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[str, bytes]:
         """Compose NOTICE to BUILDER for a caller that queues it; return (Message-ID, bytes).
 
-        Digests use this to write many emails to the outbox in one statement.
+        Digests use this to compose an email whose outbox row, and Message-ID,
+        a digest run created before. Without MESSAGE_ID a new one is made.
         """
-        domain = self._settings.sender_address.rpartition("@")[2] or "localhost"
-        message_id = self._make_message_id(domain)
+        if message_id is None:
+            message_id = self.new_message_id()
         data = self._compose(
             sender=self._settings.sender_address,
             sender_name=self._settings.sender_name,

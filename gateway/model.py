@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.paging import PageCursor
+
 
 @dataclass(frozen=True)
 class MailAttachment:
@@ -173,15 +175,23 @@ class TicketFilter:
 
 @dataclass(frozen=True)
 class TicketPage:
-    """One page of a filtered ticket list with the desk's counts."""
+    """One page of a filtered ticket list with the desk's counts.
+
+    MATCHED is exact when MATCHED_EXACT is true; otherwise counting stopped at
+    that many and more tickets match. PAGE is None for a page read by cursor.
+    NEWER and OLDER are the cursors of the neighbouring pages, None at an end.
+    """
 
     total: int
     open: int
     label_counts: dict[str, int]
     matched: int
-    page: int
+    page: int | None
     per_page: int
     tickets: tuple[TicketSummary, ...] = field(default_factory=tuple)
+    matched_exact: bool = True
+    newer: PageCursor | None = None
+    older: PageCursor | None = None
 
 
 @dataclass(frozen=True)

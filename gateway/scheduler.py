@@ -64,7 +64,10 @@ class ScheduledWork:
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     async def send_digests(self) -> int:
-        """Send the digests of every scheduled period that has passed; return how many."""
+        """Queue the digests of every scheduled period that has passed; return how many.
+
+        The outbox worker composes and sends them (DigestRunner.compose_queued).
+        """
         count = await self.digests.run_due()
         if count:
             self._on_queued()
@@ -175,13 +178,9 @@ async def make_scheduled_work(
     *,
     now: Callable[[], datetime],
     on_queued: Callable[[], None] = lambda: None,
-    batch_builders: int | None = None,
 ) -> ScheduledWork:
     """Build the jobs on the desks of one gateway (or of one CLI command)."""
     links = await load_unsubscribe_links(desks.store, public_url=config.web.public_url)
-    extra: dict[str, Any] = {}
-    if batch_builders is not None:
-        extra["batch_builders"] = batch_builders
     digests = DigestRunner(
         store=desks.store,
         mailer=desks.mailer,
@@ -190,7 +189,6 @@ async def make_scheduled_work(
         sender_address=config.sender_address,
         is_own_address=desks.addresses.is_own,
         now=now,
-        **extra,
     )
     return ScheduledWork(
         store=desks.store,

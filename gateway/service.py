@@ -104,6 +104,8 @@ class Gateway:
         self.web_address = tuple(self._web_runner.addresses[0][:2])
         log.info("HTTP listening on http://%s:%d/", *self.web_address)
 
+        work = await make_scheduled_work(config, desks, now=self._now,
+                                         on_queued=self._wake_worker)
         self.worker = OutboxWorker(
             store=self.store,
             transport=outbound.transport_from_config(config.outbound),
@@ -112,11 +114,12 @@ class Gateway:
             retry_max_seconds=config.outbound.retry_max_seconds,
             claim_lease_seconds=config.outbound.claim_lease_seconds,
             now=self._now,
+            # Digest runs queue digests uncomposed; the worker composes them.
+            prepare=work.digests.compose_queued,
         )
         if self._background:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="outbox"))
-        self.scheduler = Scheduler(await make_scheduled_work(
-            config, desks, now=self._now, on_queued=self._wake_worker))
+        self.scheduler = Scheduler(work)
         if self._background:
             self.scheduler.start()
         if self.slack is not None:

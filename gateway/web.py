@@ -20,9 +20,11 @@ from gateway.model import (
     MessageView,
     TicketDetail,
     TicketFilter,
+    TicketPage,
     TicketSummary,
 )
 from gateway.notices import TEMPLATES_DIR, make_environment
+from gateway.paging import InvalidCursor, PageCursor, decode_cursor, encode_cursor
 from gateway.unsubscribe import add_unsubscribe_routes
 from gateway.web_access import (
     Access,
@@ -146,18 +148,19 @@ async def metrics(request: web.Request) -> web.Response:
 async def status_page(request: web.Request) -> web.Response:
     """Render the ticket list with the desk's counts."""
     where, page, per_page = _read_filters(request)
+    cursor = _read_cursor(request)
     async with request.app[STORE_KEY].read() as tx:
-        listing = await tx.list_tickets(where, page=page, per_page=per_page)
+        listing = await tx.list_tickets(where, page=page, per_page=per_page, cursor=cursor)
     return _render(
         request,
         "status_page.html",
         listing=listing,
         where=where,
         pages=_page_count(listing.matched, per_page),
+        pager=_pager(request, listing),
         categories=fields.CATEGORIES,
         severities=fields.SEVERITIES,
         statuses=fields.STATUSES,
-        page_url=lambda number: _page_url(request, number),
         filter_url=lambda name, value: _filter_url(request, name, value),
     )
 
@@ -185,19 +188,22 @@ async def attachment(request: web.Request) -> web.Response:
 
 
 async def api_tickets(request: web.Request) -> web.Response:
-    """Return the filtered ticket list as JSON."""
+    """Return the filtered ticket list as JSON, with the cursors of the pages around it."""
     where, page, per_page = _read_filters(request)
+    cursor = _read_cursor(request)
     async with request.app[STORE_KEY].read() as tx:
-        listing = await tx.list_tickets(where, page=page, per_page=per_page)
+        listing = await tx.list_tickets(where, page=page, per_page=per_page, cursor=cursor)
     return web.json_response(
         {
             "total": listing.total,
             "open": listing.open,
             "by_label": listing.label_counts,
             "matched": listing.matched,
+            "matched_exact": listing.matched_exact,
             "page": listing.page,
             "per_page": listing.per_page,
             "tickets": [ticket_json(t) for t in listing.tickets],
+            **_cursor_json(listing),
         }
     )
 
@@ -321,16 +327,19 @@ async def builder_page(request: web.Request) -> web.Response:
     """Render the list of one builder's tickets."""
     builder = await _link_builder(request)
     page = _positive_int(request.query, "page", 1, 10**9)
+    cursor = _read_cursor(request)
     async with request.app[STORE_KEY].read() as tx:
-        listing = await tx.list_builder_tickets(builder.id, page=page, per_page=BUILDER_PER_PAGE)
+        listing = await tx.list_builder_tickets(
+            builder.id, page=page, per_page=BUILDER_PER_PAGE, cursor=cursor
+        )
     return _render(
         request,
         "builder_page.html",
         builder=builder,
         listing=listing,
         pages=_page_count(listing.matched, BUILDER_PER_PAGE),
+        pager=_pager(request, listing),
         base=_builder_base(request),
-        page_url=lambda number: _page_url(request, number),
     )
 
 
@@ -356,11 +365,14 @@ async def builder_attachment(request: web.Request) -> web.Response:
 
 
 async def builder_api_tickets(request: web.Request) -> web.Response:
-    """Return one page of the builder's tickets as JSON."""
+    """Return one page of the builder's tickets as JSON, with the cursors around it."""
     builder = await _link_builder(request)
     page = _positive_int(request.query, "page", 1, 10**9)
+    cursor = _read_cursor(request)
     async with request.app[STORE_KEY].read() as tx:
-        listing = await tx.list_builder_tickets(builder.id, page=page, per_page=BUILDER_PER_PAGE)
+        listing = await tx.list_builder_tickets(
+            builder.id, page=page, per_page=BUILDER_PER_PAGE, cursor=cursor
+        )
     return web.json_response(
         {
             "total": listing.total,
@@ -369,6 +381,7 @@ async def builder_api_tickets(request: web.Request) -> web.Response:
             "page": listing.page,
             "per_page": listing.per_page,
             "tickets": [builder_ticket_json(t) for t in listing.tickets],
+            **_cursor_json(listing),
         }
     )
 
@@ -508,15 +521,55 @@ def _page_count(matched: int, per_page: int) -> int:
     return max(1, -(-matched // per_page))
 
 
-def _page_url(request: web.Request, page: int) -> str:
-    params = {k: v for k, v in request.query.items() if k != "page" and v}
-    params["page"] = str(page)
-    return f"{request.path}?{urlencode(params)}"
+def _read_cursor(request: web.Request) -> PageCursor | None:
+    raw = request.query.get("cursor")
+    if not raw:
+        return None
+    if request.query.get("page"):
+        raise web.HTTPBadRequest(
+            text="Query parameters page and cursor cannot be combined; use one of them.\n"
+        )
+    try:
+        return decode_cursor(raw)
+    except InvalidCursor as exc:
+        raise web.HTTPBadRequest(
+            text=f"Query parameter cursor is invalid: {exc}. Use the next or previous "
+            "cursor of a listing, or leave cursor out to start from the newest tickets.\n"
+        ) from None
+
+
+def _cursor_json(listing: TicketPage) -> dict[str, str | None]:
+    # "next" holds older tickets and "previous" newer ones, as on the page.
+    return {
+        "next": encode_cursor(listing.older) if listing.older else None,
+        "previous": encode_cursor(listing.newer) if listing.newer else None,
+    }
+
+
+def _pager(request: web.Request, listing: TicketPage) -> dict[str, str | None]:
+    """Return the pager's links; a link is None where that page does not exist."""
+    at_newest = listing.page == 1
+    return {
+        "newest": None if at_newest else _cursor_url(request, None),
+        "newer": _cursor_url(request, listing.newer) if listing.newer else None,
+        "older": _cursor_url(request, listing.older) if listing.older else None,
+        "oldest": _cursor_url(request, PageCursor.oldest_page()) if listing.older else None,
+    }
+
+
+def _cursor_url(request: web.Request, cursor: PageCursor | None) -> str:
+    # Filters and per_page stay; a page number gives way to the cursor.
+    params = {k: v for k, v in request.query.items() if k not in ("page", "cursor") and v}
+    if cursor is not None:
+        params["cursor"] = encode_cursor(cursor)
+    return f"{request.path}?{urlencode(params)}" if params else request.path
 
 
 def _filter_url(request: web.Request, name: str, value: str) -> str:
     # A new filter starts again from the first page.
-    params = {k: v for k, v in request.query.items() if k not in ("page", name) and v}
+    params = {
+        k: v for k, v in request.query.items() if k not in ("page", "cursor", name) and v
+    }
     params[name] = value
     return f"/?{urlencode(params)}"
 

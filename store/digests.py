@@ -7,16 +7,32 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import (
+    Integer,
+    LargeBinary,
+    String,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from gateway.digest import ComposedDigest, WaitingTicket
+from gateway.digest import ComposedDigest, QueuedDigest, WaitingTicket
 from gateway.model import Builder, TicketState
 from store.models import (
     BuilderRow,
     DigestClaimRow,
+    DigestClaimTicketRow,
     DigestOptOutRow,
     DigestRunRow,
     InboundRow,
@@ -27,11 +43,14 @@ from store.models import (
     TicketActionRow,
     TicketReminderRow,
     TicketRow,
+    UtcDateTime,
 )
 
 log = logging.getLogger(__name__)
 
 WAITING = "waiting_on_builder"
+# The outbox kind of reminder digests.
+DIGEST_KIND = "digest"
 # Tickets whose raw inbound mail may be pruned: they take no more replies.
 FINISHED_STATUSES = ("closed", "duplicate")
 
@@ -61,22 +80,32 @@ class DigestQueries:
         )
         return set(rows)
 
-    async def finish_digest_period(
-        self, timezone: str, period_start: datetime, *, digest_count: int, now: datetime
+    async def finish_digest_periods(
+        self, digest_counts: dict[str, int], period_start: datetime, *, now: datetime
     ) -> None:
-        """Record that a time zone's digest period is handled; a repeat is ignored."""
-        statement = (
-            self._insert(DigestRunRow)
-            .values(
-                timezone=timezone,
-                period_start=period_start,
-                outcome="sent" if digest_count else "nothing_waiting",
-                digest_count=digest_count,
-                finished_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["timezone", "period_start"])
+        """Record that each time zone's digest period is handled; a repeat is ignored.
+
+        DIGEST_COUNTS maps each time zone to the digests queued for it. One
+        statement for every zone.
+        """
+        if not digest_counts:
+            return
+        statement = self._insert(DigestRunRow).on_conflict_do_nothing(
+            index_elements=["timezone", "period_start"]
         )
-        await self.session.execute(statement)
+        await self.session.execute(
+            statement,
+            [
+                {
+                    "timezone": timezone,
+                    "period_start": period_start,
+                    "outcome": "sent" if count else "nothing_waiting",
+                    "digest_count": count,
+                    "finished_at": now,
+                }
+                for timezone, count in digest_counts.items()
+            ],
+        )
 
     # Digests
 
@@ -102,79 +131,32 @@ class DigestQueries:
         at NOW. Rows come by builder id, then severity, then the
         longest wait first. One statement, whatever the number of builders.
         """
-        reminder = TicketReminderRow
-        claim = DigestClaimRow
-        opt_out = DigestOptOutRow
-        suppressed = SuppressedAddressRow
-        conditions: list[Any] = [
-            TicketRow.status == WAITING,
-            TicketRow.status_changed_at <= waiting_since,
-            or_(
-                reminder.id.is_(None),
-                and_(
-                    reminder.reminder_count < max_reminders,
-                    reminder.last_period_start <= repeat_before,
-                ),
-            ),
-            opt_out.builder_id.is_(None),
-            claim.id.is_(None),
-            suppressed.address.is_(None),
-        ]
-        if timezones is not None:
-            conditions.append(BuilderRow.timezone.in_(list(timezones)))
-
-        def joined(query: Any) -> Any:
-            return (
-                query.join(BuilderRow, BuilderRow.id == TicketRow.builder_id)
-                .outerjoin(
-                    reminder,
-                    and_(
-                        reminder.ticket_id == TicketRow.id,
-                        reminder.wait_started_at == TicketRow.status_changed_at,
-                    ),
-                )
-                .outerjoin(opt_out, opt_out.builder_id == TicketRow.builder_id)
-                .outerjoin(
-                    suppressed,
-                    and_(suppressed.address == BuilderRow.email,
-                         suppressed.suppressed_until > now),
-                )
-                .outerjoin(
-                    claim,
-                    and_(claim.builder_id == TicketRow.builder_id,
-                         claim.period_start == period_start),
-                )
-            )
-
         next_builders = (
-            joined(select(TicketRow.builder_id).select_from(TicketRow))
-            .where(*conditions, TicketRow.builder_id > after_builder_id)
+            _due_tickets(
+                select(TicketRow.builder_id).select_from(TicketRow),
+                period_start=period_start, timezones=timezones,
+                waiting_since=waiting_since, repeat_before=repeat_before,
+                max_reminders=max_reminders, now=now,
+            )
+            .where(TicketRow.builder_id > after_builder_id)
             .distinct()
             .order_by(TicketRow.builder_id)
             .limit(builder_limit)
         )
-        latest_question_id = (
-            select(func.max(MessageRow.id))
-            .where(
-                MessageRow.ticket_id == TicketRow.id,
-                MessageRow.visibility == "public",
-                MessageRow.kind == "support",
-            )
-            .correlate(TicketRow)
-            .scalar_subquery()
-        )
         question = aliased(MessageRow)
         query = (
-            joined(
+            _due_tickets(
                 select(
                     TicketRow,
                     BuilderRow,
-                    func.coalesce(reminder.reminder_count, 0),
                     func.substr(question.body, 1, excerpt_chars),
-                ).select_from(TicketRow)
+                ).select_from(TicketRow),
+                period_start=period_start, timezones=timezones,
+                waiting_since=waiting_since, repeat_before=repeat_before,
+                max_reminders=max_reminders, now=now,
             )
-            .outerjoin(question, question.id == latest_question_id)
-            .where(*conditions, TicketRow.builder_id.in_(next_builders))
+            .outerjoin(question, question.id == _latest_question_id())
+            .where(TicketRow.builder_id.in_(next_builders))
             .order_by(
                 TicketRow.builder_id,
                 TicketRow.severity,
@@ -187,98 +169,281 @@ class DigestQueries:
             WaitingTicket(
                 ticket=_ticket_state(ticket, builder),
                 wait_started_at=ticket.status_changed_at,
-                reminder_count=count,
                 question=excerpt,
             )
-            for ticket, builder, count, excerpt in rows
+            for ticket, builder, excerpt in rows
         ]
 
-    async def claim_digests(
+    async def claim_due_digests(
         self,
-        digests: Sequence[ComposedDigest],
         *,
         period_start: datetime,
+        timezones: Sequence[str] | None,
+        waiting_since: datetime,
+        repeat_before: datetime,
+        max_reminders: int,
         claimed_by: str,
+        message_id_prefix: str,
+        message_id_domain: str,
         now: datetime,
-    ) -> set[int]:
-        """Claim each builder's digest for PERIOD_START; return the builder ids won.
+    ) -> None:
+        """Claim the digest of PERIOD_START for every builder it is due to, in one statement.
 
-        A builder whose digest another run already claimed is left out, because
-        the unique key (builder, period) lets one insert succeed.
+        The builders and tickets are those waiting_for_digest would return, in
+        any number. Each claim gets the Message-ID
+        MESSAGE_ID_PREFIX + builder id + "@" + MESSAGE_ID_DOMAIN. A builder whose
+        digest another run claimed first is left out, because the unique key
+        (builder, period) lets one insert succeed: DO NOTHING on the conflict.
         """
-        if not digests:
-            return set()
+        message_id = (
+            literal(message_id_prefix, String)
+            + cast(TicketRow.builder_id, String)
+            + literal("@" + message_id_domain, String)
+        )
+        due = (
+            _due_tickets(
+                select(
+                    TicketRow.builder_id,
+                    literal(period_start, UtcDateTime),
+                    message_id,
+                    func.count(TicketRow.id),
+                    literal(claimed_by, String),
+                    literal(now, UtcDateTime),
+                ).select_from(TicketRow),
+                period_start=period_start, timezones=timezones,
+                waiting_since=waiting_since, repeat_before=repeat_before,
+                max_reminders=max_reminders, now=now,
+            )
+            .group_by(TicketRow.builder_id)
+        )
         statement = (
             self._insert(DigestClaimRow)
-            .values(
-                [
-                    {
-                        "builder_id": digest.builder.id,
-                        "period_start": period_start,
-                        "message_id": digest.message_id,
-                        "ticket_count": len(digest.tickets),
-                        "claimed_by": claimed_by,
-                        "claimed_at": now,
-                    }
-                    for digest in digests
-                ]
+            .from_select(
+                ["builder_id", "period_start", "message_id", "ticket_count",
+                 "claimed_by", "claimed_at"],
+                due,
             )
             .on_conflict_do_nothing(index_elements=["builder_id", "period_start"])
-            .returning(DigestClaimRow.builder_id)
-        )
-        return set(await self.session.scalars(statement))
-
-    async def record_reminders(
-        self, tickets: Sequence[WaitingTicket], *, period_start: datetime
-    ) -> None:
-        """Count one more reminder for each ticket's current wait."""
-        if not tickets:
-            return
-        statement = self._insert(TicketReminderRow).values(
-            [
-                {
-                    "ticket_id": waiting.ticket.id,
-                    "wait_started_at": waiting.wait_started_at,
-                    "reminder_count": 1,
-                    "last_period_start": period_start,
-                }
-                for waiting in tickets
-            ]
-        )
-        table = TicketReminderRow.__table__
-        statement = statement.on_conflict_do_update(
-            index_elements=["ticket_id", "wait_started_at"],
-            set_={
-                "reminder_count": table.c.reminder_count + 1,
-                "last_period_start": statement.excluded.last_period_start,
-            },
         )
         await self.session.execute(statement)
 
-    async def enqueue_digests(
-        self, digests: Sequence[ComposedDigest], *, sender: str, now: datetime
+    async def record_claimed_tickets(
+        self,
+        *,
+        period_start: datetime,
+        claimed_by: str,
+        waiting_since: datetime,
+        repeat_before: datetime,
+        max_reminders: int,
     ) -> None:
-        """Put composed digests in the outbox, and index one-ticket digests to their ticket."""
+        """Record the due tickets of each digest CLAIMED_BY won, and count their reminders.
+
+        The tickets are those claim_due_digests counted. Each is stored for the
+        outbox worker, which composes the digest from them, and its reminder
+        count for the current wait goes up by one, with PERIOD_START as the
+        latest digest period. Two statements, whatever the number of tickets.
+        """
+        due = _due_ticket_conditions(
+            waiting_since=waiting_since, repeat_before=repeat_before,
+            max_reminders=max_reminders,
+        )
+        claimed_tickets = (
+            select(DigestClaimRow.id, TicketRow.id, TicketRow.status_changed_at)
+            .select_from(TicketRow)
+            .join(
+                DigestClaimRow,
+                and_(
+                    DigestClaimRow.builder_id == TicketRow.builder_id,
+                    DigestClaimRow.period_start == period_start,
+                    DigestClaimRow.claimed_by == claimed_by,
+                ),
+            )
+            .outerjoin(TicketReminderRow, _current_reminder())
+            .where(*due)
+        )
+        await self.session.execute(
+            insert(DigestClaimTicketRow).from_select(
+                ["claim_id", "ticket_id", "wait_started_at"], claimed_tickets
+            )
+        )
+
+        listed = (
+            select(
+                DigestClaimTicketRow.ticket_id,
+                DigestClaimTicketRow.wait_started_at,
+                literal(1, Integer),
+                literal(period_start, UtcDateTime),
+            )
+            .join(DigestClaimRow, DigestClaimRow.id == DigestClaimTicketRow.claim_id)
+            .where(
+                DigestClaimRow.period_start == period_start,
+                DigestClaimRow.claimed_by == claimed_by,
+            )
+        )
+        reminders = self._insert(TicketReminderRow).from_select(
+            ["ticket_id", "wait_started_at", "reminder_count", "last_period_start"], listed
+        )
+        table = TicketReminderRow.__table__
+        await self.session.execute(
+            reminders.on_conflict_do_update(
+                index_elements=["ticket_id", "wait_started_at"],
+                set_={
+                    "reminder_count": table.c.reminder_count + 1,
+                    "last_period_start": reminders.excluded.last_period_start,
+                },
+            )
+        )
+
+    async def queue_claimed_digests(
+        self, *, period_start: datetime, claimed_by: str, sender: str, now: datetime
+    ) -> dict[str, int]:
+        """Put one outbox row per digest CLAIMED_BY won; return the count per time zone.
+
+        The rows have an empty payload: the outbox worker composes each email
+        when it sends it (see compose_queued in gateway.digest). Two
+        statements, whatever the number of digests.
+        """
+        claims = (
+            select(BuilderRow.timezone)
+            .select_from(DigestClaimRow)
+            .join(BuilderRow, BuilderRow.id == DigestClaimRow.builder_id)
+            .where(
+                DigestClaimRow.period_start == period_start,
+                DigestClaimRow.claimed_by == claimed_by,
+            )
+            .subquery()
+        )
+        rows = (
+            select(
+                literal("email", String),
+                null(),
+                literal(DIGEST_KIND, String),
+                literal(sender, String),
+                BuilderRow.email,
+                DigestClaimRow.message_id,
+                literal(b"", LargeBinary),
+                literal("pending", String),
+                literal(0, Integer),
+                literal(now, UtcDateTime),
+                literal(now, UtcDateTime),
+            )
+            .select_from(DigestClaimRow)
+            .join(BuilderRow, BuilderRow.id == DigestClaimRow.builder_id)
+            .where(
+                DigestClaimRow.period_start == period_start,
+                DigestClaimRow.claimed_by == claimed_by,
+            )
+            .order_by(DigestClaimRow.builder_id)
+        )
+        await self.session.execute(
+            insert(OutboxRow).from_select(
+                ["channel", "ticket_id", "kind", "sender", "recipient", "message_id",
+                 "payload", "state", "attempts", "created_at", "next_attempt_at"],
+                rows,
+            )
+        )
+        counts = await self.session.execute(
+            select(claims.c.timezone, func.count()).group_by(claims.c.timezone)
+        )
+        return {timezone: count for timezone, count in counts}
+
+    async def queued_digests(
+        self, outbox_ids: Sequence[int], *, excerpt_chars: int, now: datetime
+    ) -> list[QueuedDigest]:
+        """Return what the queued digest emails among OUTBOX_IDS list, as of NOW.
+
+        A digest lists the tickets its run recorded (record_claimed_tickets) that
+        still wait on the builder in that same wait, most urgent first. Ids that
+        are not queued digests are left out.
+        """
+        if not outbox_ids:
+            return []
+        claims = await self.session.execute(
+            select(
+                OutboxRow.id,
+                OutboxRow.message_id,
+                BuilderRow,
+                DigestOptOutRow.builder_id,
+                SuppressedAddressRow.address,
+            )
+            .join(DigestClaimRow, DigestClaimRow.message_id == OutboxRow.message_id)
+            .join(BuilderRow, BuilderRow.id == DigestClaimRow.builder_id)
+            .outerjoin(DigestOptOutRow, DigestOptOutRow.builder_id == BuilderRow.id)
+            .outerjoin(
+                SuppressedAddressRow,
+                and_(SuppressedAddressRow.address == BuilderRow.email,
+                     SuppressedAddressRow.suppressed_until > now),
+            )
+            .where(OutboxRow.id.in_(list(outbox_ids)), OutboxRow.kind == DIGEST_KIND)
+            .order_by(OutboxRow.id)
+        )
+        found: dict[int, tuple[str, BuilderRow, bool, bool]] = {
+            outbox_id: (message_id, builder, opted_out is not None, suppressed is not None)
+            for outbox_id, message_id, builder, opted_out, suppressed in claims
+        }
+        if not found:
+            return []
+        question = aliased(MessageRow)
+        rows = await self.session.execute(
+            select(
+                OutboxRow.id,
+                TicketRow,
+                func.substr(question.body, 1, excerpt_chars),
+            )
+            .select_from(OutboxRow)
+            .join(DigestClaimRow, DigestClaimRow.message_id == OutboxRow.message_id)
+            .join(DigestClaimTicketRow, DigestClaimTicketRow.claim_id == DigestClaimRow.id)
+            .join(
+                TicketRow,
+                and_(
+                    TicketRow.id == DigestClaimTicketRow.ticket_id,
+                    TicketRow.status == WAITING,
+                    TicketRow.status_changed_at == DigestClaimTicketRow.wait_started_at,
+                ),
+            )
+            .outerjoin(question, question.id == _latest_question_id())
+            .where(OutboxRow.id.in_(list(found)))
+            .order_by(
+                OutboxRow.id,
+                TicketRow.severity,
+                TicketRow.status_changed_at,
+                TicketRow.number,
+            )
+        )
+        tickets: dict[int, list[WaitingTicket]] = {outbox_id: [] for outbox_id in found}
+        for outbox_id, ticket, question_text in rows:
+            builder = found[outbox_id][1]
+            tickets[outbox_id].append(
+                WaitingTicket(
+                    ticket=_ticket_state(ticket, builder),
+                    wait_started_at=ticket.status_changed_at,
+                    question=question_text,
+                )
+            )
+        return [
+            QueuedDigest(
+                outbox_id=outbox_id,
+                message_id=message_id,
+                builder=_builder(builder),
+                opted_out=opted_out,
+                suppressed=suppressed,
+                tickets=tuple(tickets[outbox_id]),
+            )
+            for outbox_id, (message_id, builder, opted_out, suppressed) in found.items()
+        ]
+
+    async def store_composed_digests(
+        self, digests: Sequence[ComposedDigest], *, now: datetime
+    ) -> None:
+        """Write composed digests into their outbox rows, and index one-ticket digests."""
         if not digests:
             return
+        table = OutboxRow.__table__
         await self.session.execute(
-            OutboxRow.__table__.insert(),
-            [
-                {
-                    "channel": "email",
-                    "ticket_id": None,
-                    "kind": "digest",
-                    "sender": sender,
-                    "recipient": digest.builder.email,
-                    "message_id": digest.message_id,
-                    "payload": digest.data,
-                    "state": "pending",
-                    "attempts": 0,
-                    "created_at": now,
-                    "next_attempt_at": now,
-                }
-                for digest in digests
-            ],
+            update(table)
+            .where(table.c.id == bindparam("outbox_id"), table.c.kind == DIGEST_KIND)
+            .values(payload=bindparam("data")),
+            [{"outbox_id": digest.outbox_id, "data": digest.data} for digest in digests],
         )
         # A reply to a digest that lists one ticket threads into that ticket.
         single = [digest for digest in digests if len(digest.tickets) == 1]
@@ -295,6 +460,33 @@ class DigestQueries:
                     for digest in single
                 ],
             )
+
+    async def forget_digest_tickets(self, outbox_ids: Sequence[int]) -> None:
+        """Drop the recorded tickets of digests that are composed or cancelled."""
+        if not outbox_ids:
+            return
+        claims = (
+            select(DigestClaimRow.id)
+            .join(OutboxRow, OutboxRow.message_id == DigestClaimRow.message_id)
+            .where(OutboxRow.id.in_(list(outbox_ids)), OutboxRow.kind == DIGEST_KIND)
+        )
+        await self.session.execute(
+            delete(DigestClaimTicketRow).where(DigestClaimTicketRow.claim_id.in_(claims))
+        )
+
+    async def cancel_digest_emails(self, reasons: dict[int, str]) -> None:
+        """Finish queued digest emails without sending them; REASONS maps outbox id to why."""
+        if not reasons:
+            return
+        table = OutboxRow.__table__
+        await self.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("outbox_id"), table.c.kind == DIGEST_KIND)
+            .values(state="cancelled", last_error=bindparam("reason"),
+                    claimed_by=None, claimed_until=None),
+            [{"outbox_id": outbox_id, "reason": reason}
+             for outbox_id, reason in reasons.items()],
+        )
 
     # Opt-outs
 
@@ -476,6 +668,97 @@ class DigestQueries:
         return sqlite.insert(model)
 
 
+def _due_ticket_conditions(
+    *, waiting_since: datetime, repeat_before: datetime, max_reminders: int
+) -> list[Any]:
+    """Return the conditions of a ticket a digest lists, given the join _current_reminder."""
+    reminder = TicketReminderRow
+    return [
+        TicketRow.status == WAITING,
+        TicketRow.status_changed_at <= waiting_since,
+        or_(
+            reminder.id.is_(None),
+            and_(
+                reminder.reminder_count < max_reminders,
+                reminder.last_period_start <= repeat_before,
+            ),
+        ),
+    ]
+
+
+def _current_reminder() -> Any:
+    """Return the join condition of a ticket's reminder row for its current wait."""
+    return and_(
+        TicketReminderRow.ticket_id == TicketRow.id,
+        TicketReminderRow.wait_started_at == TicketRow.status_changed_at,
+    )
+
+
+def _due_tickets(
+    query: Any,
+    *,
+    period_start: datetime,
+    timezones: Sequence[str] | None,
+    waiting_since: datetime,
+    repeat_before: datetime,
+    max_reminders: int,
+    now: datetime,
+) -> Any:
+    """Join QUERY (on tickets) to what decides a digest and keep the tickets it lists.
+
+    Those are the due tickets (_due_ticket_conditions) of builders in TIMEZONES
+    (None: every builder) who did not opt out, whose address is not suppressed
+    at NOW, and who have no digest claimed for PERIOD_START.
+    """
+    claim = DigestClaimRow
+    opt_out = DigestOptOutRow
+    suppressed = SuppressedAddressRow
+    conditions = _due_ticket_conditions(
+        waiting_since=waiting_since, repeat_before=repeat_before,
+        max_reminders=max_reminders,
+    )
+    conditions += [
+        opt_out.builder_id.is_(None),
+        claim.id.is_(None),
+        suppressed.address.is_(None),
+    ]
+    if timezones is not None:
+        conditions.append(BuilderRow.timezone.in_(list(timezones)))
+    return (
+        query.join(BuilderRow, BuilderRow.id == TicketRow.builder_id)
+        .outerjoin(TicketReminderRow, _current_reminder())
+        .outerjoin(opt_out, opt_out.builder_id == TicketRow.builder_id)
+        .outerjoin(
+            suppressed,
+            and_(suppressed.address == BuilderRow.email, suppressed.suppressed_until > now),
+        )
+        .outerjoin(
+            claim,
+            and_(claim.builder_id == TicketRow.builder_id, claim.period_start == period_start),
+        )
+        .where(*conditions)
+    )
+
+
+def _latest_question_id() -> Any:
+    """Return the id of support's latest public message on the ticket of the outer query."""
+    return (
+        select(func.max(MessageRow.id))
+        .where(
+            MessageRow.ticket_id == TicketRow.id,
+            MessageRow.visibility == "public",
+            MessageRow.kind == "support",
+        )
+        .correlate(TicketRow)
+        .scalar_subquery()
+    )
+
+
+def _builder(builder: BuilderRow) -> Builder:
+    return Builder(id=builder.id, email=builder.email, name=builder.name,
+                   timezone=builder.timezone, apps=())
+
+
 def _ticket_state(ticket: TicketRow, builder: BuilderRow) -> TicketState:
     return TicketState(
         id=ticket.id,
@@ -489,6 +772,5 @@ def _ticket_state(ticket: TicketRow, builder: BuilderRow) -> TicketState:
         resolution_summary=ticket.resolution_summary,
         duplicate_of=None,
         app_name=ticket.app_name,
-        builder=Builder(id=builder.id, email=builder.email, name=builder.name,
-                        timezone=builder.timezone, apps=()),
+        builder=_builder(builder),
     )

@@ -365,15 +365,37 @@ class DigestClaimRow(Base):
     """One builder's digest for one period, inserted in the transaction that queues it."""
 
     __tablename__ = "digest_claims"
-    __table_args__ = (UniqueConstraint("builder_id", "period_start"),)
+    __table_args__ = (
+        UniqueConstraint("builder_id", "period_start"),
+        Index("ix_digest_claims_run", "period_start", "claimed_by"),
+        Index("ix_digest_claims_message_id", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     builder_id: Mapped[int] = mapped_column(ForeignKey("builders.id", ondelete="CASCADE"))
     period_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The Message-ID of the digest's outbox row, without angle brackets.
     message_id: Mapped[str] = mapped_column(String(998))
+    # Tickets due when the digest was claimed; the email lists those still waiting.
     ticket_count: Mapped[int] = mapped_column(Integer)
+    # The run that won the claim (instance and a token of that run).
     claimed_by: Mapped[str] = mapped_column(String(100))
     claimed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DigestClaimTicketRow(Base):
+    """A ticket that a claimed digest lists, kept until the outbox worker composes it."""
+
+    __tablename__ = "digest_claim_tickets"
+
+    claim_id: Mapped[int] = mapped_column(
+        ForeignKey("digest_claims.id", ondelete="CASCADE"), primary_key=True
+    )
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The wait it was listed for: the digest leaves it out once that wait ended.
+    wait_started_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class TicketReminderRow(Base):

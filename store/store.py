@@ -30,6 +30,7 @@ from gateway.model import (
     TicketPage,
     TicketState,
 )
+from gateway.paging import PageCursor, PageRequest
 from store.database import SQLITE_BUSY_TIMEOUT_MS, create_engine, upgrade_schema_async
 from store.digests import DigestQueries
 from store.mail_safety import MailSafetyQueries
@@ -48,9 +49,11 @@ from store.models import (
     TicketRow,
 )
 from store.outbox import claim_outbox_rows
+from store.paging import count_matches, page_ids, read_order, slice_page
 from store.slack import SlackQueries
 from store.views import builder_view, inbound_view, ticket_summary
 from store.web import WebQueries
+from store.writer_queue import WriterQueue
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class Store:
         # SQLite has one writer at a time. Queue this process's writers here, so
         # they wait on the event loop instead of sleeping in SQLite's busy handler
         # (which backs off in steps of up to 100 ms) while holding a connection.
-        self._sqlite_writers = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._sqlite_writers = WriterQueue() if self.dialect == "sqlite" else None
         self._counts = StatusCountCache()
 
     async def upgrade(self) -> None:
@@ -90,15 +93,21 @@ class Store:
                 raise StorageUnavailable(f"database read failed: {exc.orig}") from exc
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[Transaction]:
-        """Open a write transaction (BEGIN IMMEDIATE on SQLite) and commit it at the end."""
+    async def write(self, *, bulk: bool = False) -> AsyncIterator[Transaction]:
+        """Open a write transaction (BEGIN IMMEDIATE on SQLite) and commit it at the end.
+
+        BULK marks a transaction that writes megabytes. On SQLite, waiting
+        transactions without it go first (see store/writer_queue.py).
+        """
         async with (
-            self._writer_turn(),
+            self._writer_turn(bulk),
             AsyncSession(self._write_engine, expire_on_commit=False) as session,
         ):
             try:
                 async with session.begin():
-                    yield Transaction(session, self.dialect, self._counts)
+                    tx = Transaction(session, self.dialect, self._counts)
+                    yield tx
+                    await tx.write_pending_raw()
                 self._counts.clear()
             except DuplicateDelivery:
                 raise
@@ -113,13 +122,13 @@ class Store:
                 raise StorageUnavailable(f"database write failed: {exc}") from exc
 
     @asynccontextmanager
-    async def _writer_turn(self) -> AsyncIterator[None]:
+    async def _writer_turn(self, bulk: bool) -> AsyncIterator[None]:
         if self._sqlite_writers is None:
             yield
             return
         try:
             async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
-                await self._sqlite_writers.acquire()
+                await self._sqlite_writers.acquire(bulk=bulk)
         except TimeoutError as exc:
             raise StorageUnavailable("timed out waiting for this process's turn to write") from exc
         try:
@@ -177,6 +186,12 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         self.session = session
         self.dialect = dialect
         self._counts = counts or StatusCountCache(seconds=0.0)
+        # Raw messages that add_inbound stored as NULL, written at the end of a
+        # write transaction by write_pending_raw.
+        self._pending_raw: dict[int, bytes] = {}
+        # The session refers to its rows weakly. Keep the tickets this transaction
+        # opened, so that reading them back needs no query.
+        self._opened: dict[int, TicketRow] = {}
 
     # Builders
 
@@ -219,13 +234,17 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
 
     async def find_builder(self, email: str) -> Builder | None:
         """Return the builder with this normalised address, or None."""
-        row = await self._builder_row(email)
-        if row is None:
+        # One statement: the builder's row once per app, or once with no app.
+        rows = (await self.session.execute(
+            select(BuilderRow, AppRow)
+            .outerjoin(AppRow, AppRow.builder_id == BuilderRow.id)
+            .where(BuilderRow.email == email)
+            .order_by(AppRow.name)
+        )).all()
+        if not rows:
             return None
-        apps = await self.session.scalars(
-            select(AppRow).where(AppRow.builder_id == row.id).order_by(AppRow.name)
-        )
-        return builder_view(row, [App(a.name, a.uri) for a in apps])
+        apps = [App(app.name, app.uri) for _, app in rows if app is not None]
+        return builder_view(rows[0][0], apps)
 
     async def list_builders(self) -> list[Builder]:
         """Return every builder with its apps, by email."""
@@ -269,7 +288,14 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         detail: str = "",
         now: datetime,
     ) -> int:
-        """Store a received message's raw bytes and first outcome; return its id."""
+        """Store a received message's raw bytes and first outcome; return its id.
+
+        On SQLite the raw bytes are written by the last statement of the write
+        transaction, because SQLite rewrites a whole row on every UPDATE: a 35 MB
+        message written first would be written again by set_inbound_outcome.
+        PostgreSQL keeps a large value out of line and does not copy it on UPDATE.
+        """
+        defer_raw = self.dialect == "sqlite"
         row = InboundRow(
             received_at=now,
             mail_from=mail_from,
@@ -278,13 +304,26 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             message_id=message_id,
             raw_sha256=hashlib.sha256(raw).hexdigest(),
             size_bytes=len(raw),
-            raw=raw,
+            raw=None if defer_raw else raw,
             outcome=outcome,
             detail=detail,
         )
         self.session.add(row)
         await self.session.flush()
+        if defer_raw:
+            self._pending_raw[row.id] = raw
         return row.id
+
+    async def write_pending_raw(self) -> None:
+        """Write the raw bytes of the messages that add_inbound added."""
+        while self._pending_raw:
+            inbound_id, raw = self._pending_raw.popitem()
+            await self.session.execute(
+                update(InboundRow)
+                .where(InboundRow.id == inbound_id)
+                .values(raw=raw)
+                .execution_options(synchronize_session=False)
+            )
 
     async def find_applied_inbound(self, dedupe_key: str) -> int | None:
         """Return the id of the inbound message already applied under this key."""
@@ -376,12 +415,16 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             severity=severity,
             priority=fields.PRIORITY_FOR_SEVERITY[severity],
             status="new",
+            assignee=None,
+            resolution_summary=None,
+            duplicate_of_id=None,
             created_at=now,
             last_activity_at=now,
             status_changed_at=now,
         )
         self.session.add(row)
         await self.session.flush()
+        self._opened[row.id] = row
         return row.id, number
 
     async def _next_number(self) -> int:
@@ -434,6 +477,10 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         await self.session.flush()
         return message.id
 
+    async def store_blob(self, attachment: CheckedAttachment) -> int:
+        """Store a file's bytes unless a blob with its SHA-256 exists; return the blob id."""
+        return await self._store_blob(attachment)
+
     async def _store_blob(self, attachment: CheckedAttachment) -> int:
         existing = await self.session.scalar(
             select(BlobRow.id).where(BlobRow.sha256 == attachment.sha256)
@@ -463,15 +510,13 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         self, message_id: str, ticket_id: int, *, outbound: bool, now: datetime
     ) -> None:
         """Remember which ticket a Message-ID belongs to, unless it is known already."""
-        known = await self.session.get(MailIndexRow, message_id)
-        if known is None:
-            self.session.add(
-                MailIndexRow(
-                    message_id=message_id, ticket_id=ticket_id, outbound=outbound,
-                    created_at=now,
-                )
-            )
-            await self.session.flush()
+        # One statement: a Message-ID seen before keeps its first ticket.
+        await self.session.execute(
+            self._insert(MailIndexRow)
+            .values(message_id=message_id, ticket_id=ticket_id, outbound=outbound,
+                    created_at=now)
+            .on_conflict_do_nothing(index_elements=["message_id"])
+        )
 
     async def lock_ticket(self, number: int) -> TicketState | None:
         """Return a ticket's state and hold its row lock until the transaction ends."""
@@ -499,6 +544,14 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             return None
         return await self._state(row)
 
+    def opened_ticket_state(self, ticket_id: int, builder: Builder) -> TicketState:
+        """Return the state of a ticket that this transaction opened for BUILDER.
+
+        Nothing else can have changed the new row yet, so this reads nothing from
+        the database.
+        """
+        return _ticket_state_of(self._opened[ticket_id], builder, duplicate_of=None)
+
     async def _state(self, row: TicketRow) -> TicketState:
         builder_row = await self.session.get(BuilderRow, row.builder_id)
         assert builder_row is not None
@@ -510,20 +563,8 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             duplicate_of = await self.session.scalar(
                 select(TicketRow.number).where(TicketRow.id == row.duplicate_of_id)
             )
-        return TicketState(
-            id=row.id,
-            number=row.number,
-            title=row.title,
-            status=row.status,
-            category=row.category,
-            severity=row.severity,
-            priority=row.priority,
-            assignee=row.assignee,
-            resolution_summary=row.resolution_summary,
-            duplicate_of=duplicate_of,
-            app_name=row.app_name,
-            builder=builder_view(builder_row, [App(a.name, a.uri) for a in apps]),
-        )
+        builder = builder_view(builder_row, [App(a.name, a.uri) for a in apps])
+        return _ticket_state_of(row, builder, duplicate_of=duplicate_of)
 
     async def update_ticket(
         self,
@@ -590,9 +631,19 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         await self.session.flush()
 
     async def list_tickets(
-        self, where: TicketFilter, *, page: int = 1, per_page: int = 50
+        self,
+        where: TicketFilter,
+        *,
+        page: int = 1,
+        per_page: int = 50,
+        cursor: PageCursor | None = None,
     ) -> TicketPage:
-        """Return one page of tickets, newest activity first, with the desk's counts."""
+        """Return one page of tickets, newest activity first, with the desk's counts.
+
+        A CURSOR reads the page next to its boundary row and ignores PAGE.
+        Without one, PAGE picks the page with OFFSET, which costs more the
+        deeper the page.
+        """
         counts = await self._status_counts()
         label_counts = {label: 0 for label in fields.BUILDER_LABELS}
         for status, count in counts.items():
@@ -601,36 +652,34 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         open_count = sum(c for s, c in counts.items() if s in fields.OPEN_STATUSES)
 
         conditions = self._filter_conditions(where)
-        matched = total
-        if conditions:
-            matched = await self.session.scalar(
-                select(func.count()).select_from(TicketRow).where(*conditions)
-            ) or 0
-        newest_first = (TicketRow.last_activity_at.desc(), TicketRow.id.desc())
-        # Pick the page's ids from the tickets table alone, so that a deep page
-        # skips index entries instead of joined rows, then load those rows.
-        page_ids = (
-            select(TicketRow.id)
-            .where(*conditions)
-            .order_by(*newest_first)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        )
+        matched, matched_exact = total, True
+        if where.status and where == TicketFilter(status=where.status):
+            # A filter on status alone is counted from the status counts.
+            matched = sum(counts.get(s, 0) for s in _filter_statuses(where.status))
+        elif conditions:
+            matched, matched_exact = await count_matches(self.session, conditions)
+        request = PageRequest(per_page=per_page, page=page, cursor=cursor)
+        # Pick the page's ids from the tickets table alone, then load those rows.
         rows = await self.session.execute(
             select(TicketRow, BuilderRow)
             .join(BuilderRow, BuilderRow.id == TicketRow.builder_id)
-            .where(TicketRow.id.in_(page_ids.scalar_subquery()))
-            .order_by(*newest_first)
+            .where(TicketRow.id.in_(page_ids(conditions, request).scalar_subquery()))
+            .order_by(*read_order(request))
         )
-        tickets = tuple(ticket_summary(ticket, builder) for ticket, builder in rows)
+        found = slice_page(
+            list(rows), request, lambda row: (row[0].last_activity_at, row[0].id)
+        )
         return TicketPage(
             total=total,
             open=open_count,
             label_counts=label_counts,
             matched=matched,
-            page=page,
+            page=None if cursor is not None else page,
             per_page=per_page,
-            tickets=tickets,
+            tickets=tuple(ticket_summary(ticket, builder) for ticket, builder in found.rows),
+            matched_exact=matched_exact,
+            newer=found.newer,
+            older=found.older,
         )
 
     async def _status_counts(self) -> dict[str, int]:
@@ -647,13 +696,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
     def _filter_conditions(self, where: TicketFilter) -> list[object]:
         conditions: list[object] = []
         if where.status:
-            if where.status in fields.BUILDER_LABELS:
-                conditions.append(TicketRow.status.in_(fields.statuses_with_label(where.status)))
-            elif where.status == fields.UNFINISHED_FILTER:
-                # Every status that is not resolved, closed or duplicate.
-                conditions.append(TicketRow.status.in_(sorted(fields.OPEN_STATUSES)))
-            else:
-                conditions.append(TicketRow.status == where.status)
+            conditions.append(TicketRow.status.in_(_filter_statuses(where.status)))
         if where.category:
             conditions.append(TicketRow.category == where.category)
         if where.severity:
@@ -853,6 +896,23 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         return {state: count for state, count in rows}
 
 
+def _ticket_state_of(row: TicketRow, builder: Builder, *, duplicate_of: int | None) -> TicketState:
+    return TicketState(
+        id=row.id,
+        number=row.number,
+        title=row.title,
+        status=row.status,
+        category=row.category,
+        severity=row.severity,
+        priority=row.priority,
+        assignee=row.assignee,
+        resolution_summary=row.resolution_summary,
+        duplicate_of=duplicate_of,
+        app_name=row.app_name,
+        builder=builder,
+    )
+
+
 def _is_dedupe_violation(exc: IntegrityError) -> bool:
     # asyncpg names the violated constraint; SQLite names table.column in the text.
     cause = getattr(exc.orig, "__cause__", None)
@@ -860,3 +920,13 @@ def _is_dedupe_violation(exc: IntegrityError) -> bool:
     if constraint is not None:
         return constraint == DEDUPE_CONSTRAINT
     return "inbound_messages.dedupe_key" in str(exc.orig)
+
+
+def _filter_statuses(status: str) -> list[str]:
+    """Return the internal statuses that a status, label or "unfinished" filter selects."""
+    if status in fields.BUILDER_LABELS:
+        return list(fields.statuses_with_label(status))
+    if status == fields.UNFINISHED_FILTER:
+        # Every status that is not resolved, closed or duplicate.
+        return sorted(fields.OPEN_STATUSES)
+    return [status]

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from gateway import fields
 from gateway.builder_links import BuilderLink
 from gateway.metrics import DeskCounts
+from gateway.paging import PageCursor, PageRequest
 from gateway.model import (
     App,
     AttachmentInfo,
@@ -32,6 +33,7 @@ from store.models import (
     OutboxRow,
     TicketRow,
 )
+from store.paging import page_ids, read_order, slice_page
 from store.views import attachment_info, builder_view, message_view, ticket_summary
 
 log = logging.getLogger(__name__)
@@ -127,9 +129,17 @@ class WebQueries:
     # Builder views
 
     async def list_builder_tickets(
-        self, builder_id: int, *, page: int, per_page: int
+        self,
+        builder_id: int,
+        *,
+        page: int = 1,
+        per_page: int,
+        cursor: PageCursor | None = None,
     ) -> TicketPage:
-        """Return one page of a builder's tickets with counts of their tickets only."""
+        """Return one page of a builder's tickets with counts of their tickets only.
+
+        A CURSOR reads the page next to its boundary row and ignores PAGE.
+        """
         builder = await self.session.get(BuilderRow, builder_id)
         if builder is None:
             return TicketPage(total=0, open=0, label_counts={}, matched=0, page=page,
@@ -147,21 +157,25 @@ class WebQueries:
             if status in fields.OPEN_STATUSES:
                 open_count += count
 
+        request = PageRequest(per_page=per_page, page=page, cursor=cursor)
         tickets = await self.session.scalars(
             select(TicketRow)
-            .where(TicketRow.builder_id == builder_id)
-            .order_by(TicketRow.last_activity_at.desc(), TicketRow.id.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
+            .where(TicketRow.id.in_(
+                page_ids([TicketRow.builder_id == builder_id], request).scalar_subquery()
+            ))
+            .order_by(*read_order(request))
         )
+        found = slice_page(list(tickets), request, lambda row: (row.last_activity_at, row.id))
         return TicketPage(
             total=total,
             open=open_count,
             label_counts=label_counts,
             matched=total,
-            page=page,
+            page=None if cursor is not None else page,
             per_page=per_page,
-            tickets=tuple(ticket_summary(ticket, builder) for ticket in tickets),
+            tickets=tuple(ticket_summary(ticket, builder) for ticket in found.rows),
+            newer=found.newer,
+            older=found.older,
         )
 
     async def get_builder_ticket(self, builder_id: int, number: int) -> TicketDetail | None:

@@ -32,6 +32,7 @@ from adapters.outbound import (
 )
 from gateway.config import OutboundConfig
 from gateway.errors import ConfigError, DeliveryFailed
+from gateway.machine_mail import has_own_message_id_shape
 from gateway.model import CheckedAttachment
 
 SENDER = "support@example.com"
@@ -388,6 +389,24 @@ def test_make_message_id_is_unique_and_bare():
     pattern = re.compile(r"sg\.[0-9a-f]+\.[0-9a-f]{16}@support\.example\.com")
     for message_id in ids:
         assert pattern.fullmatch(message_id)
+
+
+def test_make_message_id_has_own_shape():
+    for domain in ("localhost", "support.example.com"):
+        message_id = make_message_id(domain)
+        assert has_own_message_id_shape(message_id)
+        assert has_own_message_id_shape(f"<{message_id}>")
+        local, _, host = message_id.partition("@")
+        assert has_own_message_id_shape(f"{local}.42@{host}")
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    ["CAF4k2x9Lq7@mail.gmail.com", "sg.12.ab@example.com",
+     "AM0PR01MB1234.eurprd01.prod.outlook.com", "sg.1a.0123456789abcdef"],
+)
+def test_other_message_ids_lack_own_shape(message_id):
+    assert not has_own_message_id_shape(message_id)
 
 
 @pytest.mark.parametrize(

@@ -132,3 +132,26 @@ def test_builder_link_shows_own_tickets(desk: RunningGateway, page: Any) -> None
     assert "refunded" in page.locator(".resolution").inner_text()
     assert page.locator(".badge.internal").count() == 0
     assert "INTERNAL-ONLY" not in page.content()
+
+
+def test_pager_links_walk_pages(desk: RunningGateway, page: Any) -> None:
+    _log_in(page, desk)
+    page.goto(f"{desk.web_url}/?per_page=1")
+    first = _row_numbers(page)
+
+    page.click("nav.pager a[rel=next]")
+    page.wait_for_url("**/?per_page=1&cursor=*")
+    second = _row_numbers(page)
+    page.click("nav.pager a[rel=next]")
+    page.wait_for_url("**/?per_page=1&cursor=*")
+    third = _row_numbers(page)
+    older_links = page.locator("nav.pager a[rel=next]").count()
+    page.click("nav.pager a[rel=prev]")
+    page.wait_for_url("**/?per_page=1&cursor=*")
+    back = _row_numbers(page)
+
+    assert first == ["3"]
+    assert second == ["1"]
+    assert third == ["2"]
+    assert older_links == 0
+    assert back == second

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,13 +39,17 @@ def _reply(message: bytes, to: str) -> bytes:
     return message.replace(b"To: support@localhost", f"To: {to}".encode())
 
 
-def test_builder_gets_one_digest_listing_both(ada: RunningGateway) -> None:
+def _two_tickets_wait_a_day(ada: RunningGateway) -> None:
     assert ada.send(sample("thunderbird.eml"))[0] == 250
     assert ada.send(sample("gmail_plain_and_html.eml"))[0] == 250
     _ask(ada, 1, "Which language is the search box set to?")
     _ask(ada, 2, "Does the blank page also show in a private window?")
     ada.flush_outbox()
     ada.clock.current = datetime(2026, 12, 2, 9, 5, tzinfo=UTC)
+
+
+def test_builder_gets_one_digest_listing_both(ada: RunningGateway) -> None:
+    _two_tickets_wait_a_day(ada)
 
     queued = send_digests(ada)
 
@@ -415,3 +420,137 @@ def test_suppressed_address_gets_no_digest(gateway: RunningGateway) -> None:
 
     assert send_digests(gateway) == 0
     assert digests(gateway) == []
+
+
+def test_digest_is_composed_when_sent(gateway: RunningGateway) -> None:
+    number = add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                         since=TUESDAY_9 - timedelta(days=2))
+
+    queued = send_digests(gateway)
+    before = gateway.sql(
+        "SELECT LENGTH(payload), message_id FROM outbox WHERE kind = 'digest'")
+    listed_before = gateway.sql("SELECT COUNT(*) FROM digest_claim_tickets")
+    [digest] = digests(gateway)
+    after = gateway.sql("SELECT LENGTH(payload), state FROM outbox WHERE kind = 'digest'")
+    [(claim_message_id,)] = gateway.sql("SELECT message_id FROM digest_claims")
+
+    assert queued == 1
+    assert [length for length, _ in before] == [0]
+    assert listed_before == [(1,)]
+    assert after[0][0] > 0
+    assert after[0][1] == "sent"
+    assert digest["Message-ID"] == f"<{claim_message_id}>"
+    assert before[0][1] == claim_message_id
+    assert listed_numbers(digest) == [number]
+    assert gateway.sql("SELECT ticket_id FROM mail_index WHERE message_id = :m",
+                       m=claim_message_id) == [(1,)]
+    assert gateway.sql("SELECT COUNT(*) FROM digest_claim_tickets") == [(0,)]
+
+
+def test_answered_ticket_is_left_out_at_send(gateway: RunningGateway) -> None:
+    answered = add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                           since=TUESDAY_9 - timedelta(days=2))
+    waiting = add_waiting(gateway, "ada@example.com", "Orders export button does nothing",
+                          since=TUESDAY_9 - timedelta(days=3))
+    send_digests(gateway)
+    gateway.sql("UPDATE tickets SET status = 'open' WHERE number = :n", n=answered)
+
+    [digest] = digests(gateway)
+
+    assert listed_numbers(digest) == [waiting]
+    assert digest["Subject"] == "Reminder: [#2] Orders export button does nothing"
+    assert digest["Reply-To"].addresses[0].addr_spec.startswith(f"support+{waiting}.")
+
+
+def test_new_wait_left_out_at_send(gateway: RunningGateway) -> None:
+    number = add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                         since=TUESDAY_9 - timedelta(days=2))
+    send_digests(gateway)
+    # The builder replied and support asked again: a new wait, not yet due.
+    gateway.sql("UPDATE tickets SET status_changed_at = :at WHERE number = :n",
+                at=TUESDAY_9, n=number)
+
+    assert digests(gateway) == []
+    assert gateway.sql("SELECT state FROM outbox WHERE kind = 'digest'") == [("cancelled",)]
+
+
+def test_nothing_waiting_at_send_cancels_digest(gateway: RunningGateway) -> None:
+    number = add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                         since=TUESDAY_9 - timedelta(days=2))
+    assert send_digests(gateway) == 1
+    gateway.sql("UPDATE tickets SET status = 'resolved' WHERE number = :n", n=number)
+
+    delivered = digests(gateway)
+
+    rows = gateway.sql("SELECT state, last_error, LENGTH(payload) FROM outbox "
+                       "WHERE kind = 'digest'")
+    assert delivered == []
+    assert rows == [("cancelled", "no listed ticket waits on the builder any more", 0)]
+
+
+def test_opt_out_after_run_cancels_digest(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    send_digests(gateway)
+
+    async def opt_out() -> None:
+        async with gateway.gateway.store.write() as tx:
+            builder = await tx.find_builder("ada@example.com")
+            assert await tx.opt_out_of_digests(builder.id, now=TUESDAY_9)
+
+    gateway.call(opt_out)
+
+    assert digests(gateway) == []
+    assert gateway.sql("SELECT state FROM outbox WHERE kind = 'digest'") == [("cancelled",)]
+
+
+def test_bounce_after_run_cancels_digest(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    send_digests(gateway)
+    gateway.sql(
+        "INSERT INTO suppressed_addresses (address, suppressed_until, reason, created_at) "
+        "VALUES ('ada@example.com', :until, '5.1.1 mailbox unknown', :now)",
+        until=TUESDAY_9 + timedelta(days=7), now=TUESDAY_9,
+    )
+
+    assert digests(gateway) == []
+    assert gateway.sql("SELECT state FROM outbox WHERE kind = 'digest'") == [("cancelled",)]
+
+
+@pytest.mark.parametrize("address", ["noreply@example.com", "support+7@localhost"],
+                         ids=["robot", "own-address"])
+def test_address_that_never_reads_mail_gets_no_digest(
+    gateway: RunningGateway, address: str
+) -> None:
+    add_waiting(gateway, address, "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    add_waiting(gateway, "ada@example.com", "Orders export button does nothing",
+                since=TUESDAY_9 - timedelta(days=2))
+
+    send_digests(gateway)
+
+    recipients = [d["To"].addresses[0].addr_spec for d in digests(gateway)]
+    assert recipients == ["ada@example.com"]
+    assert gateway.flush_outbox() == 0
+
+
+def test_digest_coming_back_is_own_mail(ada: RunningGateway) -> None:
+    _two_tickets_wait_a_day(ada)
+    send_digests(ada)
+    [digest] = digests(ada)
+    # A forwarding rule that strips the automatic-mail headers but keeps the
+    # Message-ID sends the digest back to support.
+    returned = b"\r\n".join(
+        line for line in digest.as_bytes(policy=policy.SMTP).split(b"\r\n")
+        if not line.lower().startswith((b"x-loop:", b"auto-submitted:",
+                                         b"x-auto-response-suppress:"))
+    )
+
+    code, text = ada.send(returned)
+
+    [(outcome, detail)] = ada.sql(
+        "SELECT outcome, detail FROM inbound_messages ORDER BY id DESC LIMIT 1")
+    assert code == 250, text
+    assert outcome == "dropped_own_mail"
+    assert "Message-ID" in detail

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email
 from email import policy
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from conftest import DIALECT, RunningGateway, sample
 
@@ -229,3 +231,36 @@ def test_missing_from_header_gets_specific_550(ada: RunningGateway) -> None:
     assert code == 550
     assert "5.7.1" in text
     assert "From header is missing" in text
+
+
+def _statements_while(gateway: RunningGateway, raw: bytes) -> list[str]:
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    engine = gateway.gateway.store._engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        code, text = gateway.send(raw)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert code == 250, text
+    return statements
+
+
+def test_new_ticket_statement_count_is_fixed(ada: RunningGateway) -> None:
+    raw = sample("gmail_plain_and_html.eml")
+    original = email.message_from_bytes(raw, policy=policy.default)
+    old_id = original["Message-ID"].strip().encode()
+
+    counts = []
+    for number in range(1, 4):
+        unique = raw.replace(old_id, f"<count.{number}@mail.example.com>".encode())
+        counts.append(len(_statements_while(ada, unique)))
+
+    # The intake writes the inbound record, ticket, message, index entries, builder
+    # link and outbox row, and reads the dedupe key, builder, rate limit, number
+    # counter and suppression, with no query per earlier ticket or message.
+    assert counts[1] == counts[2]
+    assert counts[2] <= 16

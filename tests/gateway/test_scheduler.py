@@ -11,16 +11,20 @@ from email import policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
+from adapters import outbound
 from conftest import FakeClock, RunningGateway, make_config, running_gateway, sample
-from digest_support import add_waiting, digests, send_digests, text_of, work
+from digest_support import add_waiting, digests, listed_numbers, send_digests, text_of, work
 from gateway.config import RemindersConfig
+from gateway.delivery import OutboxWorker
 from gateway.digest import DigestRunner, DigestSettings
 from gateway.model import Builder
 from gateway.scheduler import Scheduler, ScheduledWork, make_scheduled_work
 from gateway.service import make_desks
 from store import Store
+from store.digests import DigestQueries
 
 TUESDAY_9 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -44,7 +48,8 @@ def _waiting_builders(gateway: RunningGateway, count: int, tickets: int = 2) -> 
                         since=TUESDAY_9 - timedelta(days=2, hours=ticket))
 
 
-def _statements_for_digests(tmp_path: Path, builders: int) -> tuple[int, int]:
+def _statements_for_digests(tmp_path: Path, builders: int) -> tuple[int, int, list[str]]:
+    """Run the digest job over BUILDERS builders; return (queued, statements, recipients)."""
     clock = FakeClock(TUESDAY_9)
     with running_gateway(make_config(tmp_path), clock) as gateway:
         _waiting_builders(gateway, builders)
@@ -59,16 +64,19 @@ def _statements_for_digests(tmp_path: Path, builders: int) -> tuple[int, int]:
             sent = send_digests(gateway)
         finally:
             event.remove(engine, "before_cursor_execute", count)
-        return sent, len(statements)
+        recipients = [d["To"].addresses[0].addr_spec for d in digests(gateway)]
+        return sent, len(statements), recipients
 
 
 def test_statements_do_not_grow_with_builders(tmp_path: Path) -> None:
-    few_sent, few = _statements_for_digests(tmp_path / "few", 5)
-    many_sent, many = _statements_for_digests(tmp_path / "many", 50)
+    few_sent, few, few_recipients = _statements_for_digests(tmp_path / "few", 3)
+    many_sent, many, many_recipients = _statements_for_digests(tmp_path / "many", 50)
 
-    assert few_sent == 5
+    assert few_sent == 3
     assert many_sent == 50
     assert many == few
+    assert len(set(few_recipients)) == len(few_recipients) == 3
+    assert len(set(many_recipients)) == len(many_recipients) == 50
 
 
 def test_two_schedulers_send_once(gateway: RunningGateway) -> None:
@@ -88,48 +96,118 @@ def test_two_schedulers_send_once(gateway: RunningGateway) -> None:
     assert recipients == sorted(f"builder{i}@example.com" for i in range(6))
 
 
+def test_racing_runners_claim_and_count_once(gateway: RunningGateway) -> None:
+    _waiting_builders(gateway, 30, tickets=3)
+    others = [_second_instance(gateway) for _ in range(2)]
+
+    async def race() -> list[int]:
+        runs = [work(gateway).digests.run_now()]
+        runs += [other.digests.run_now() for _, other in others]
+        return list(await asyncio.gather(*runs))
+
+    try:
+        counts = gateway.call(race)
+    finally:
+        for other_store, _ in others:
+            gateway.call(other_store.close)
+    delivered = digests(gateway)
+
+    assert sum(counts) == 30
+    assert gateway.sql("SELECT COUNT(*) FROM digest_claims") == [(30,)]
+    assert gateway.sql("SELECT COUNT(*) FROM outbox WHERE kind = 'digest'") == [(30,)]
+    assert gateway.sql(
+        "SELECT reminder_count, COUNT(*) FROM ticket_reminders GROUP BY reminder_count"
+    ) == [(1, 90)]
+    assert len(delivered) == 30
+    assert len({d["To"].addresses[0].addr_spec for d in delivered}) == 30
+    assert all(len(listed_numbers(d)) == 3 for d in delivered)
+
+
+def test_crash_mid_run_then_restart_sends_once(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _waiting_builders(gateway, 5)
+
+    async def die(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the process died here")
+
+    # The run claims every digest, then dies before it queues them.
+    with monkeypatch.context() as patch:
+        patch.setattr(DigestQueries, "queue_claimed_digests", die)
+        with pytest.raises(RuntimeError):
+            send_digests(gateway)
+    claims_after_crash = gateway.sql("SELECT COUNT(*) FROM digest_claims")
+    reminders_after_crash = gateway.sql("SELECT COUNT(*) FROM ticket_reminders")
+
+    sent_after_restart = send_digests(gateway)
+
+    recipients = sorted(d["To"].addresses[0].addr_spec for d in digests(gateway))
+    assert claims_after_crash == [(0,)]
+    assert reminders_after_crash == [(0,)]
+    assert sent_after_restart == 5
+    assert recipients == sorted(f"builder{i}@example.com" for i in range(5))
+
+
 class _CrashingMailer:
-    """The real mailer, except that composing for one address raises."""
+    """The real mailer, except that composing for one address raises while BROKEN is set."""
 
     def __init__(self, mailer: Any, crash_on: str) -> None:
         self._mailer = mailer
         self._crash_on = crash_on
+        self.broken = True
 
     def reply_address(self, ticket: Any) -> str:
         return self._mailer.reply_address(ticket)
 
+    def new_message_id(self) -> str:
+        return self._mailer.new_message_id()
+
     def compose_unqueued(self, builder: Builder, notice: Any, **kwargs: Any) -> Any:
-        if builder.email == self._crash_on:
-            raise RuntimeError("the process died here")
+        if self.broken and builder.email == self._crash_on:
+            raise RuntimeError("the template engine failed here")
         return self._mailer.compose_unqueued(builder, notice, **kwargs)
 
 
-def test_crash_mid_run_then_restart_sends_once(gateway: RunningGateway) -> None:
+def test_composing_failure_is_retried_alone(gateway: RunningGateway) -> None:
     _waiting_builders(gateway, 5)
-    crashing = DigestRunner(
+    config = gateway.gateway.config
+    mailer = _CrashingMailer(gateway.gateway.mailer, "builder3@example.com")
+    runner = DigestRunner(
         store=gateway.gateway.store,
-        mailer=_CrashingMailer(gateway.gateway.mailer, "builder3@example.com"),
+        mailer=mailer,
         settings=DigestSettings(),
         unsubscribe_url=lambda builder: f"http://127.0.0.1:8080/unsubscribe/{builder.id}",
         sender_address="support@localhost",
         is_own_address=lambda address: False,
         now=gateway.clock,
-        batch_builders=2,
     )
-    try:
-        gateway.call(crashing.run_due)
-    except RuntimeError:
+    worker = OutboxWorker(
+        store=gateway.gateway.store,
+        transport=outbound.transport_from_config(config.outbound),
+        max_attempts=config.outbound.max_attempts,
+        retry_base_seconds=config.outbound.retry_base_seconds,
+        retry_max_seconds=config.outbound.retry_max_seconds,
+        now=gateway.clock,
+        prepare=runner.compose_queued,
+    )
+    queued = gateway.call(runner.run_due)
+
+    while gateway.call(worker.run_once):
         pass
-    else:
-        raise AssertionError("the crashing run finished")
-    before_restart = len(digests(gateway))
+    first = sorted(d["To"].addresses[0].addr_spec for d in digests(gateway))
+    [(attempts, error)] = gateway.sql(
+        "SELECT attempts, last_error FROM outbox WHERE recipient = 'builder3@example.com'")
+    mailer.broken = False
+    gateway.clock.advance(seconds=config.outbound.retry_max_seconds + 1)
+    while gateway.call(worker.run_once):
+        pass
+    final = sorted(d["To"].addresses[0].addr_spec for d in digests(gateway))
 
-    sent_after_restart = send_digests(gateway)
-
-    recipients = sorted(d["To"].addresses[0].addr_spec for d in digests(gateway))
-    assert before_restart == 2
-    assert sent_after_restart == 3
-    assert recipients == sorted(f"builder{i}@example.com" for i in range(5))
+    assert queued == 5
+    assert first == [f"builder{i}@example.com" for i in (0, 1, 2, 4)]
+    assert attempts == 1
+    assert "the template engine failed here" in error
+    assert final == sorted(f"builder{i}@example.com" for i in range(5))
 
 
 def test_auto_resolve_tells_builder_and_reply_reopens(ada: RunningGateway) -> None:

@@ -1,0 +1,194 @@
+"""GatewaySMTP's block-wise DATA reader against aiosmtpd's own line-by-line reader."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from aiosmtpd.smtp import SMTP
+
+from adapters.smtp import ClientGuard, DataReader, DataState, GatewaySMTP
+
+LINE_LIMIT = 1001
+SIZE_LIMIT = 200_000
+
+
+class Recorder:
+    """Handler that keeps each message's content and accepts it."""
+
+    def __init__(self) -> None:
+        self.contents: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.contents.append(envelope.original_content)
+        assert envelope.content is envelope.original_content
+        return "250 2.0.0 Kept"
+
+
+def guard() -> ClientGuard:
+    return ClientGuard(
+        max_sessions_per_client=10,
+        max_messages_per_minute=10_000,
+        idle_timeout_seconds=30,
+        max_line_bytes=LINE_LIMIT,
+        max_envelope_recipients=10,
+    )
+
+
+async def exchange(gateway: bool, stream: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Send STREAM's pieces to a server; return its replies and the kept contents."""
+    recorder = Recorder()
+    loop = asyncio.get_running_loop()
+
+    def make_protocol() -> SMTP:
+        options = {"data_size_limit": SIZE_LIMIT, "enable_SMTPUTF8": True}
+        if gateway:
+            return GatewaySMTP(recorder, guard=guard(), **options)
+        return SMTP(recorder, **options)
+
+    server = await loop.create_server(make_protocol, host="127.0.0.1", port=0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        try:
+            for piece in stream:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0)
+            writer.write(b"QUIT\r\n")
+        except ConnectionError:
+            # A "." line in a random body ends DATA early, and the rest of the
+            # body reads as bogus commands, which end the session.
+            pass
+        replies = []
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), 10)
+            except ConnectionError:
+                break
+            if not line:
+                break
+            replies.append(line)
+            if line.startswith(b"221"):
+                break
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+    return replies, recorder.contents
+
+
+def split_randomly(data: bytes, rng: random.Random) -> list[bytes]:
+    pieces, position = [], 0
+    while position < len(data):
+        size = rng.choice([1, 2, 3, 5, 7, 64, 1000, 70_000])
+        pieces.append(data[position : position + size])
+        position += size
+    return pieces
+
+
+def session(*bodies: bytes) -> bytes:
+    commands = b"EHLO client.example.com\r\n"
+    for body in bodies:
+        commands += b"MAIL FROM:<ada@example.com>\r\nRCPT TO:<support@localhost>\r\nDATA\r\n"
+        commands += body
+    return commands
+
+
+def random_body(rng: random.Random) -> bytes:
+    """Return the text of one DATA command, its end line included."""
+    lines = [
+        b"", b".", b"..", b"...", b".x", b"x.", b"a\rb", b"a\nb", b"\r", b"\n",
+        b"Subject: test", b"QUJDRA==", b" .", b"x" * 998, b"x" * 999,
+    ]
+    chosen = [rng.choice(lines) for _ in range(rng.randint(0, 30))]
+    body = b"".join(line + b"\r\n" for line in chosen)
+    if rng.random() < 0.1:
+        body += b"y" * rng.choice([1000, 1001, 3000]) + b"\r\n"
+    return body + b".\r\n"
+
+
+def run_both(stream: list[bytes]):
+    return asyncio.run(exchange(False, stream)), asyncio.run(exchange(True, stream))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_data_random_streams_match_aiosmtpd(seed: int) -> None:
+    rng = random.Random(seed)
+    data = session(*(random_body(rng) for _ in range(rng.randint(1, 3))))
+    stock, ours = run_both(split_randomly(data, rng))
+    assert ours[0] == stock[0]
+    assert ours[1] == stock[1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b".\r\n",
+        b"..\r\n.\r\n",
+        b"a\r\n.\r\n",
+        b"a\r\n..\r\n.\r\n",
+        b"a\n.\nb\r\n.\r\n",
+        b"a\r.\r\nb\r\n.\r\n",
+        b"a\r\n.\rb\r\n.\r\n",
+        b"x" * 999 + b"\r\n.\r\n",
+        b"x" * 1000 + b"\r\n.\r\n",
+        b"x" * 5000 + b"\r\n.\r\n",
+        b"x" * 1000 + b"\r\r\n.\r\n",
+        (b"y" * 998 + b"\r\n") * 250 + b".\r\n",
+        (b"y" * 70 + b"\r\n") * 2900 + b".\r\n",
+    ],
+    ids=[
+        "empty", "dot-line", "one-line", "stuffed", "bare-lf-dot", "cr-dot", "dot-cr",
+        "line-at-limit", "line-over-limit", "line-far-over", "cr-at-limit",
+        "size-over-limit", "size-under-limit",
+    ],
+)
+def test_data_edge_cases_match_aiosmtpd(body: bytes) -> None:
+    data = session(body, b"After\r\n.\r\n")
+    for pieces in ([data], [bytes([byte]) for byte in data[:3000]] + [data[3000:]]):
+        stock, ours = run_both(pieces)
+        assert ours[0] == stock[0]
+        assert ours[1] == stock[1]
+
+
+def test_data_large_message_kept_whole() -> None:
+    text = b"".join(b"QUJD" * 19 + b"\r\n" for _ in range(2000))
+    reader = DataReader(line_length_limit=LINE_LIMIT, size_limit=None)
+    stream = text + b".\r\n"
+    ended = False
+    for start in range(0, len(stream), 4093):
+        ended = reader.feed(stream[start : start + 4093])
+    assert ended
+    assert reader.state is DataState.NOMINAL
+    assert reader.content() == text
+
+
+def test_data_reader_keeps_nothing_after_limit() -> None:
+    reader = DataReader(line_length_limit=LINE_LIMIT, size_limit=100)
+    assert not reader.feed(b"a" * 60 + b"\r\n")
+    assert not reader.feed(b"b" * 60 + b"\r\n")
+    assert reader.feed(b".\r\n")
+    assert reader.state is DataState.TOO_MUCH
+    assert reader.content() == b""
+
+
+@pytest.mark.parametrize(
+    ("blocks", "state"),
+    [
+        ([b"x" * 999, b"\r\n.\r\n"], DataState.NOMINAL),
+        ([b"x" * 999 + b"\r", b"\n.\r\n"], DataState.NOMINAL),
+        ([b"x" * 999 + b"\r\n", b".\r\n"], DataState.NOMINAL),
+        ([b"x" * 1000, b"\r\n.\r\n"], DataState.LINE_TOO_LONG),
+        ([b"x" * 1000 + b"\r", b"\n.\r\n"], DataState.LINE_TOO_LONG),
+        ([b"x" * 2000, b"x" * 2000, b"\r", b"\n.\r\n"], DataState.LINE_TOO_LONG),
+    ],
+    ids=["at-limit", "at-limit-cr-split", "at-limit-dot-split", "over-limit",
+         "over-limit-cr-split", "far-over-limit"],
+)
+def test_data_reader_line_split_across_blocks(blocks: list[bytes], state: DataState) -> None:
+    reader = DataReader(line_length_limit=LINE_LIMIT, size_limit=None)
+    ended = [reader.feed(block) for block in blocks]
+    assert ended == [False] * (len(blocks) - 1) + [True]
+    assert reader.state is state
