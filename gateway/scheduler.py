@@ -38,6 +38,8 @@ JOB_INTERVAL_SECONDS = {
 # A claimed action that is not finished within this time (the instance died)
 # may be taken over by another instance.
 ACTION_LEASE = timedelta(minutes=10)
+# Files that no attachment uses are deleted once they are this old.
+UNUSED_BLOB_GRACE = timedelta(days=1)
 ACTOR = "gateway"
 WAITING = ("waiting_on_builder",)
 
@@ -103,7 +105,11 @@ class ScheduledWork:
         )
 
     async def prune_raw_inbound(self) -> int:
-        """Drop raw inbound bytes of tickets closed before the retention time."""
+        """Drop raw inbound bytes of tickets closed before the retention time.
+
+        Also deletes the files that no attachment uses once they are a day old.
+        """
+        await self._prune_unused_blobs()
         days = self._reminders.raw_retention_days
         if not days:
             return 0
@@ -113,6 +119,14 @@ class ScheduledWork:
         if pruned:
             log.info("pruned the raw bytes of %d inbound message(s)", pruned)
         return pruned
+
+    async def _prune_unused_blobs(self) -> None:
+        # The day leaves the message that stored the files ample time to commit.
+        cutoff = self._now() - UNUSED_BLOB_GRACE
+        async with self._store.write() as tx:
+            deleted = await tx.prune_unused_blobs(stored_before=cutoff)
+        if deleted:
+            log.info("deleted %d stored file(s) that no attachment uses", deleted)
 
     async def _act(
         self,

@@ -160,7 +160,7 @@ class Desk:
         holds SQLite's single writer, or PostgreSQL's lock on the ticket counter,
         for less time. A file of a message that is not applied after all (a
         rejected title, the hourly limit, a reply to a closed ticket) stays stored
-        without an attachment row. NOTE: nothing deletes such blobs yet.
+        without an attachment row until the scheduled clean-up deletes it a day later.
         """
         if sum(len(file.data) for file in mail.attachments) < FILES_FIRST_MIN_BYTES:
             return
@@ -173,7 +173,7 @@ class Desk:
             return
         for attachment in checked.accepted:
             async with self._store.write(bulk=True) as tx:
-                await tx.store_blob(attachment)
+                await tx.store_blob(attachment, now=self._now())
 
     async def _apply(
         self,

@@ -24,12 +24,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from gateway.digest import ComposedDigest, QueuedDigest, WaitingTicket
 from gateway.model import Builder, TicketState
 from store.models import (
+    AttachmentRow,
+    BlobRow,
     BuilderRow,
     DigestClaimRow,
     DigestClaimTicketRow,
@@ -659,6 +662,27 @@ class DigestQueries:
             .where(InboundRow.ticket_id.in_(finished), InboundRow.raw.is_not(None))
             .values(raw=None)
         )
+        return result.rowcount or 0
+
+    async def prune_unused_blobs(self, *, stored_before: datetime) -> int:
+        """Delete blobs that no attachment uses and that were stored before a time.
+
+        Such blobs are the files of large messages that were written first and
+        then not applied. Returns how many blobs were deleted.
+        """
+        used = select(AttachmentRow.id).where(AttachmentRow.blob_id == BlobRow.id)
+        try:
+            async with self.session.begin_nested():
+                result = await self.session.execute(
+                    delete(BlobRow)
+                    .where(BlobRow.stored_at < stored_before, ~used.exists())
+                    .execution_options(synchronize_session=False)
+                )
+        except IntegrityError:
+            # On PostgreSQL a message that committed meanwhile may use one of them.
+            log.warning("unused blobs not deleted: a new attachment uses one of them; "
+                        "the next run tries again")
+            return 0
         return result.rowcount or 0
 
     def _insert(self, model: Any) -> Any:

@@ -151,11 +151,16 @@ class BlobRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    # None for blobs stored before this column existed.
+    stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class AttachmentRow(Base):
     __tablename__ = "attachments"
-    __table_args__ = (Index("ix_attachments_message", "message_id"),)
+    __table_args__ = (
+        Index("ix_attachments_message", "message_id"),
+        Index("ix_attachments_blob", "blob_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))

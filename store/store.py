@@ -465,7 +465,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         self.session.add(message)
         await self.session.flush()
         for attachment in attachments:
-            blob_id = await self._store_blob(attachment)
+            blob_id = await self._store_blob(attachment, now=now)
             self.session.add(
                 AttachmentRow(
                     message_id=message.id,
@@ -477,11 +477,11 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         await self.session.flush()
         return message.id
 
-    async def store_blob(self, attachment: CheckedAttachment) -> int:
+    async def store_blob(self, attachment: CheckedAttachment, *, now: datetime) -> int:
         """Store a file's bytes unless a blob with its SHA-256 exists; return the blob id."""
-        return await self._store_blob(attachment)
+        return await self._store_blob(attachment, now=now)
 
-    async def _store_blob(self, attachment: CheckedAttachment) -> int:
+    async def _store_blob(self, attachment: CheckedAttachment, *, now: datetime) -> int:
         existing = await self.session.scalar(
             select(BlobRow.id).where(BlobRow.sha256 == attachment.sha256)
         )
@@ -495,6 +495,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
                     sha256=attachment.sha256,
                     size_bytes=len(attachment.data),
                     data=attachment.data,
+                    stored_at=now,
                 )
                 self.session.add(blob)
                 await self.session.flush()

@@ -7,6 +7,7 @@ import hashlib
 from sqlalchemy import func, select
 
 from conftest import RunningGateway
+from digest_support import work
 from store.models import BlobRow
 from test_hostile_mail import MIB, large_message, outcome, png_of_size, send_crlf
 
@@ -92,3 +93,35 @@ def test_large_update_with_bad_file_writes_no_blob(ada: RunningGateway) -> None:
     assert code == 250
     assert outcome(ada).outcome == "rejected_attachments"
     assert blob_count(ada) == 0
+
+
+def _rejected_title(data: bytes) -> bytes:
+    return data.replace(b"Subject: Client Portal screenshots of the blank page",
+                        b"Subject: hi")
+
+
+def test_rejected_large_update_files_deleted_next_day(ada: RunningGateway) -> None:
+    code, _ = send_crlf(ada, _rejected_title(large_message([("shot.png", png_of_size(2 * MIB))])))
+    assert code == 250
+    assert outcome(ada).outcome == "rejected_title"
+    stored = blob_count(ada)
+
+    ada.call(work(ada).prune_raw_inbound)
+    kept_same_day = blob_count(ada)
+    ada.clock.advance(days=1, minutes=1)
+    ada.call(work(ada).prune_raw_inbound)
+
+    assert stored == 1
+    assert kept_same_day == 1
+    assert blob_count(ada) == 0
+
+
+def test_used_files_survive_clean_up(ada: RunningGateway) -> None:
+    files = [("shot.png", png_of_size(2 * MIB))]
+    assert send_crlf(ada, large_message(files))[0] == 250
+    ada.clock.advance(days=2)
+
+    ada.call(work(ada).prune_raw_inbound)
+
+    assert blob_count(ada) == 1
+    assert stored_files(ada, 1) == [files[0][1]]
