@@ -211,14 +211,14 @@ def _assemble(
         from_address=addresses.from_address,
         from_name=addresses.from_name,
         subject=_single_line(_decode_words(subject, content.charset)),
-        text=content.text,
+        text=_without_nul(content.text),
         to_addresses=addresses.to,
         cc_addresses=addresses.cc,
         reply_to=addresses.reply_to,
         date=addresses.date,
         in_reply_to=_message_ids(_all_headers(headers, "in-reply-to")),
         references=_message_ids(_all_headers(headers, "references")),
-        html=content.html,
+        html=_without_nul(content.html) if content.html is not None else None,
         attachments=_name_unnamed(content.attachments),
         headers=tuple(
             (name, _single_line(_decode_words(value, content.charset)))
@@ -640,6 +640,12 @@ def _raw_header(part: Message, name: str) -> str | None:
 
 def _unfold(value: str) -> str:
     return _FOLD.sub("", value).replace("\r", " ").replace("\n", " ").strip()
+
+
+def _without_nul(text: str) -> str:
+    # PostgreSQL text columns reject NUL, and a body decoded with the wrong
+    # charset (UTF-16 read as Latin-1, say) is full of them.
+    return text.replace("\x00", "")
 
 
 def _single_line(text: str) -> str:

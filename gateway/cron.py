@@ -93,6 +93,6 @@ def _weekday(text: str) -> int:
 
 
 def _whole_number(text: str, item: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError(f"invalid weekday value {item!r}")
     return int(text)

@@ -23,7 +23,8 @@ from enum import Enum
 
 # Longer than any cursor this module encodes (at most about 90 characters).
 MAX_CURSOR_LENGTH = 200
-MAX_TICKET_ID = 2**63 - 1
+# tickets.id is an INTEGER column: PostgreSQL rejects a larger value in a query.
+MAX_TICKET_ID = 2**31 - 1
 # The sort key below every real ticket. The oldest page reads newer rows from it.
 BEFORE_OLDEST = (datetime(1, 1, 1, tzinfo=UTC), 0)
 

@@ -179,7 +179,7 @@ async def ticket_page(request: web.Request) -> web.Response:
 
 async def attachment(request: web.Request) -> web.Response:
     """Serve one stored attachment to the support team."""
-    attachment_id = _number(request, "id", "Attachment id")
+    attachment_id = _number(request, "id", "Attachment id", MAX_ROW_ID)
     async with request.app[STORE_KEY].read() as tx:
         found = await tx.get_attachment(attachment_id)
     if found is None:
@@ -356,7 +356,7 @@ async def builder_ticket_page(request: web.Request) -> web.Response:
 async def builder_attachment(request: web.Request) -> web.Response:
     """Serve an attachment of a public message on one of the builder's tickets."""
     builder = await _link_builder(request)
-    attachment_id = _number(request, "id", "Attachment id")
+    attachment_id = _number(request, "id", "Attachment id", MAX_ROW_ID)
     async with request.app[STORE_KEY].read() as tx:
         found = await tx.get_builder_attachment(builder.id, attachment_id)
     if found is None:
@@ -465,14 +465,24 @@ async def _load_ticket(request: web.Request) -> TicketDetail:
     return ticket
 
 
-def _number(request: web.Request, key: str, what: str) -> int:
+# Ticket numbers are BIGINT columns and attachment ids INTEGER columns.
+MAX_TICKET_NUMBER = 10**18 - 1
+MAX_ROW_ID = 2**31 - 1
+
+
+def _number(request: web.Request, key: str, what: str, maximum: int = MAX_TICKET_NUMBER) -> int:
     raw = request.match_info[key].lstrip("#")
-    if not raw.isdigit() or len(raw) > 18:
+    if not _is_digits(raw) or len(raw) > len(str(maximum)) or int(raw) > maximum:
         raise web.HTTPBadRequest(
-            text=f"{what} {raw!r} is invalid; use a positive whole number of at most "
-            "18 digits.\n"
+            text=f"{what} {raw!r} is invalid; use a whole number from 0 to {maximum}.\n"
         )
     return int(raw)
+
+
+def _is_digits(raw: str) -> bool:
+    # str.isdigit() also accepts digits such as "²" or "٣" that int() rejects or
+    # reads differently, so only ASCII digits count.
+    return raw.isascii() and raw.isdigit()
 
 
 def _read_filters(request: web.Request) -> tuple[TicketFilter, int, int]:
@@ -503,7 +513,7 @@ def _positive_int(query: Any, name: str, default: int, maximum: int) -> int:
     raw = query.get(name)
     if not raw:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not _is_digits(raw) or len(raw) > len(str(maximum)) or not 1 <= int(raw) <= maximum:
         raise web.HTTPBadRequest(
             text=f"Query parameter {name}={raw!r} is invalid; use a whole number "
             f"from 1 to {maximum}.\n"

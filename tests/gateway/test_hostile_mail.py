@@ -455,3 +455,23 @@ def test_any_bytes_get_a_clean_verdict(ada: RunningGateway, raw: bytes) -> None:
 
     assert verdict.code in (250, 550, 552, 554)
     assert verdict.outcome in _KNOWN_OUTCOMES
+
+
+def test_nul_characters_in_body_are_dropped(ada: RunningGateway) -> None:
+    # UTF-16 text sent as ISO-8859-1, as a broken client may do: every other
+    # byte is NUL, which PostgreSQL text columns cannot store.
+    body = "Portal login fails for every user since this morning.\r\n".encode("utf-16-le")
+    raw = (
+        b"From: Ada Lovelace <ada@example.com>\r\nTo: support@localhost\r\n"
+        b"Subject: Client Portal login fails since this morning\r\n"
+        b"Message-ID: <nul.1@mail.example.com>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n" + body
+    )
+
+    code, text = send_crlf(ada, raw)
+
+    assert code == 250, text
+    ticket = ada.ticket(1)
+    assert "\x00" not in ticket.description
+    assert "Portal login fails for every user" in ticket.description

@@ -280,10 +280,12 @@ def _b64(data: bytes) -> str:
         _b64(b'["older", "2026-11-20T08:00:00+00:00", "4"]'),
         _b64(b'["older", "2026-11-20T08:00:00+00:00", true]'),
         _b64(b'["older", "0001-01-01T00:00:00+05:00", 4]'),
+        _b64(b'["older", "2026-11-20T08:00:00+00:00", 2147483648]'),
         "A" * (MAX_CURSOR_LENGTH + 1),
     ],
     ids=["not-base64", "not-utf8", "not-json", "object", "direction", "naive-time",
-         "bad-time", "negative-id", "string-id", "bool-id", "time-overflow", "too-long"],
+         "bad-time", "negative-id", "string-id", "bool-id", "time-overflow",
+         "id-over-int4", "too-long"],
 )
 @pytest.mark.parametrize("path", ["/api/tickets", "/"])
 def test_invalid_cursor_is_400(gateway: RunningGateway, path: str, cursor: str) -> None:
@@ -375,3 +377,20 @@ def test_builder_page_cursor_walk(gateway: RunningGateway) -> None:
     assert [t["number"] for t in second["tickets"]] == walked[25:]
     assert second["next"] is None
     assert second["previous"] is not None
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/tickets?page=%C2%B2", "/?per_page=%C2%B2", "/api/tickets?page=" + "9" * 5000,
+     "/tickets/%C2%B2", "/api/tickets/%D9%A3", "/attachments/%C2%B2",
+     "/attachments/2147483648", "/tickets/" + "1" * 19],
+    ids=["superscript-page", "superscript-per-page", "5000-digit-page",
+         "superscript-ticket", "arabic-indic-ticket", "superscript-attachment",
+         "attachment-over-int4", "19-digit-ticket"],
+)
+def test_non_ascii_or_huge_number_is_400(gateway: RunningGateway, path: str) -> None:
+    status, _, body = http("GET", f"{gateway.web_url}{path}")
+
+    assert status == 400
+    assert b"is invalid" in body
+    assert b"Traceback" not in body
