@@ -37,6 +37,7 @@ from gateway import addresses, fields
 from gateway.config import Config
 from gateway.cron import crontab_trigger, latest_fire_time
 from gateway.model import Builder, OutgoingEmail, TicketState
+from gateway.mailer import with_builder_link
 from gateway.notices import NoticeRenderer
 
 log = logging.getLogger(__name__)
@@ -290,8 +291,14 @@ class DigestRunner:
                          email.id, digest.builder.id, reason)
                 cancelled[email.id] = reason
                 continue
+            # The database work comes first, outside the guard below: a failed
+            # statement ends the transaction and must reach the worker.
+            link = await self._mailer.issue_builder_link(tx, digest.builder, now=now)
+            references: list[str] = []
+            if len(digest.tickets) == 1:
+                references = await tx.thread_message_ids(digest.tickets[0].ticket.id)
             try:
-                done = self._compose(digest, now)
+                done = self._compose(digest, link, references, now)
             except Exception as exc:
                 # One digest that cannot be composed must not roll back the
                 # worker's claim of the whole batch; it is retried like a failed
@@ -325,26 +332,34 @@ class DigestRunner:
             return "the address never reads mail"
         return None
 
-    def _compose(self, digest: QueuedDigest, now: datetime) -> ComposedDigest:
-        plan = DigestPlan(digest.builder, digest.tickets)
-        unsubscribe_url = self._unsubscribe_url(plan.builder)
+    def _compose(
+        self,
+        digest: QueuedDigest,
+        link: tuple[str, datetime] | None,
+        references: list[str],
+        now: datetime,
+    ) -> ComposedDigest:
         notice = render_digest(
             self._renderer,
-            plan,
+            DigestPlan(digest.builder, digest.tickets),
             now=now,
             reply_address=self._mailer.reply_address,
-            unsubscribe_url=unsubscribe_url,
+            unsubscribe_url=self._unsubscribe_url(digest.builder),
         )
-        single = plan.tickets[0].ticket if len(plan.tickets) == 1 else None
+        notice = with_builder_link(notice, link)
+        # A digest about one ticket threads into that ticket's conversation.
+        single = digest.tickets[0].ticket if len(digest.tickets) == 1 else None
         message_id, data = self._mailer.compose_unqueued(
-            plan.builder,
+            digest.builder,
             notice,
             now=now,
             message_id=digest.message_id,
             reply_to=self._mailer.reply_address(single) if single else None,
-            extra_headers=unsubscribe_headers(unsubscribe_url),
+            references=references,
+            extra_headers=unsubscribe_headers(self._unsubscribe_url(digest.builder)),
         )
-        return ComposedDigest(digest.outbox_id, message_id, plan.builder, plan.tickets, data)
+        return ComposedDigest(digest.outbox_id, message_id, digest.builder, digest.tickets,
+                              data)
 
 
 def due_periods(schedule: str, zones: Sequence[str], now: datetime) -> list[Period]:

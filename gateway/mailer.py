@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -35,6 +35,14 @@ class MailerSettings:
     sender_address: str
     sender_name: str
     notices_per_day: int = 20
+
+
+def with_builder_link(notice: Notice, link: tuple[str, datetime] | None) -> Notice:
+    """Return NOTICE ending with LINK (URL and expiry), or unchanged without one."""
+    if link is None:
+        return notice
+    text, html = with_link_footer(notice.text, notice.html, *link)
+    return replace(notice, text=text, html=html)
 
 
 class NoticeMailer:
@@ -104,11 +112,8 @@ class NoticeMailer:
             references.append(answering.message_id)
         in_reply_to = references[-1] if references else None
 
+        notice = with_builder_link(notice, await self.issue_builder_link(tx, builder, now=now))
         text, html = notice.text, notice.html
-        if self._links is not None:
-            # Every email carries a fresh link to the builder's own status page.
-            url, expires_at = await self._links.issue(tx, builder, now=now)
-            text, html = with_link_footer(text, html, url, expires_at)
 
         domain = self._settings.sender_address.rpartition("@")[2] or "localhost"
         message_id = self._make_message_id(domain)
@@ -149,6 +154,18 @@ class NoticeMailer:
         domain = self._settings.sender_address.rpartition("@")[2] or "localhost"
         return self._make_message_id(domain)
 
+    async def issue_builder_link(
+        self, tx: Any, builder: Builder, *, now: datetime
+    ) -> tuple[str, datetime] | None:
+        """Store a fresh link to BUILDER's own status page; return its URL and expiry.
+
+        Every email to a builder ends with one. Returns None when builder links
+        are not configured.
+        """
+        if self._links is None:
+            return None
+        return await self._links.issue(tx, builder, now=now)
+
     def compose_unqueued(
         self,
         builder: Builder,
@@ -157,12 +174,14 @@ class NoticeMailer:
         now: datetime,
         message_id: str | None = None,
         reply_to: str | None = None,
+        references: Sequence[str] = (),
         extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[str, bytes]:
         """Compose NOTICE to BUILDER for a caller that queues it; return (Message-ID, bytes).
 
         Digests use this to compose an email whose outbox row, and Message-ID,
         a digest run created before. Without MESSAGE_ID a new one is made.
+        REFERENCES are the thread's earlier Message-IDs, oldest first.
         """
         if message_id is None:
             message_id = self.new_message_id()
@@ -175,6 +194,8 @@ class NoticeMailer:
             text=notice.text,
             html=notice.html,
             message_id=message_id,
+            in_reply_to=references[-1] if references else None,
+            references=references,
             reply_to=reply_to,
             auto_submitted=notice.auto_submitted,
             extra_headers=extra_headers,

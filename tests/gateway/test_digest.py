@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -554,3 +555,33 @@ def test_digest_coming_back_is_own_mail(ada: RunningGateway) -> None:
     assert code == 250, text
     assert outcome == "dropped_own_mail"
     assert "Message-ID" in detail
+
+
+def test_digest_ends_with_builder_link(ada: RunningGateway) -> None:
+    _two_tickets_wait_a_day(ada)
+    send_digests(ada)
+
+    [digest] = digests(ada)
+
+    text = text_of(digest)
+    assert "See all your tickets: " in text
+    assert "/b/" in text
+    html = digest.get_body(("html",)).get_content()
+    assert "/b/" in html
+
+
+def test_one_ticket_digest_threads_into_ticket(ada: RunningGateway) -> None:
+    raw = sample("thunderbird.eml")
+    builder_message_id = email.message_from_bytes(raw, policy=policy.default)["Message-ID"]
+    assert ada.send(raw)[0] == 250
+    _ask(ada, 1, "Which language is the search box set to?")
+    ada.flush_outbox()
+    ada.clock.current = datetime(2026, 12, 2, 9, 5, tzinfo=UTC)
+    send_digests(ada)
+
+    [digest] = digests(ada)
+
+    references = digest["References"].split()
+    assert builder_message_id.strip() in references
+    assert digest["In-Reply-To"].strip() == references[-1]
+    assert digest["Reply-To"].addresses[0].addr_spec.startswith("support+1.")

@@ -162,6 +162,9 @@ class _CrashingMailer:
     def new_message_id(self) -> str:
         return self._mailer.new_message_id()
 
+    async def issue_builder_link(self, tx: Any, builder: Builder, **kwargs: Any) -> Any:
+        return await self._mailer.issue_builder_link(tx, builder, **kwargs)
+
     def compose_unqueued(self, builder: Builder, notice: Any, **kwargs: Any) -> Any:
         if self.broken and builder.email == self._crash_on:
             raise RuntimeError("the template engine failed here")
