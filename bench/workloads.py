@@ -150,7 +150,7 @@ def repeat_small(ctx: Context, server: targets.Server, sessions: int, per_rep: i
     start += scale.l1_warmup
     results = []
     # The server's CPU time over the timed batches, its outbox worker included,
-    # gives the cost of one message regardless of how busy the machine is.
+    # gives the cost of one message, which a busy machine changes less than the rate.
     cpu_before = server.cpu_seconds()
     for _ in range(reps or scale.reps):
         results.append(load(server, CORPUS.small(start, per_rep), sessions,
@@ -280,38 +280,51 @@ def start_seeded(ctx: Context, backend: str, name: str, tickets: int, *,
 
 
 def run_l2_l5(ctx: Context) -> None:
-    """Replies (L2) and list pages (L5) with the small and the large seeded store."""
+    """Replies (L2) and list pages (L5) with the small and the large seeded store.
+
+    Both stores of a backend are served at once and measured in turns, one batch
+    or one request each, so a slow spell of this shared machine slows both sizes
+    alike and the ratio between them stays meaningful.
+    """
     for backend in ctx.backends:
-        for size in ctx.scale.l2_sizes:
-            started = time.perf_counter()
-            server = ctx.track(start_seeded(ctx, backend, "l2", size))
-            seed_seconds = time.perf_counter() - started
-            try:
+        servers: dict[int, targets.Server] = {}
+        try:
+            for size in ctx.scale.l2_sizes:
+                started = time.perf_counter()
+                servers[size] = ctx.track(start_seeded(ctx, backend, "l2", size))
                 ctx.notes.append(f"Seeding {size:,} tickets on {backend} and starting "
-                                 f"the gateway took {seed_seconds:.1f} s.")
-                run_l2(ctx, server, backend, size)
-                run_l5(ctx, server, backend, size)
-            finally:
+                                 f"the gateway took {time.perf_counter() - started:.1f} s.")
+            run_l2(ctx, servers, backend)
+            run_l5(ctx, servers, backend)
+        finally:
+            for server in servers.values():
                 ctx.release(server)
 
 
-def run_l2(ctx: Context, server: targets.Server, backend: str, size: int) -> None:
+def run_l2(ctx: Context, servers: dict[int, targets.Server], backend: str) -> None:
     scale = ctx.scale
-    replyable = server.seeded.reply_targets  # type: ignore[attr-defined]
-    picker = random.Random(size)
-    count = scale.l2_warmup + scale.reps * scale.l2_per_rep
-    chosen = picker.sample(replyable, min(count, len(replyable)))
-    messages = [
-        stuff(corpus.reply(index, number, sender, message_id))
-        for index, (number, sender, message_id) in enumerate(chosen)
-    ]
-    load(server, messages[:scale.l2_warmup], 1, scale.deadline_seconds)
-    results = []
+    batches: dict[int, list[list[bytes]]] = {}
+    for size, server in servers.items():
+        replyable = server.seeded.reply_targets  # type: ignore[attr-defined]
+        picker = random.Random(size)
+        count = scale.l2_warmup + scale.reps * scale.l2_per_rep
+        chosen = picker.sample(replyable, min(count, len(replyable)))
+        messages = [
+            stuff(corpus.reply(index, number, sender, message_id))
+            for index, (number, sender, message_id) in enumerate(chosen)
+        ]
+        load(server, messages[:scale.l2_warmup], 1, scale.deadline_seconds)
+        batches[size] = [
+            messages[scale.l2_warmup + rep * scale.l2_per_rep:][:scale.l2_per_rep]
+            for rep in range(scale.reps)
+        ]
+    results: dict[int, list[LoadResult]] = {size: [] for size in servers}
     for rep in range(scale.reps):
-        batch = messages[scale.l2_warmup + rep * scale.l2_per_rep:][:scale.l2_per_rep]
-        results.append(load(server, batch, 1, scale.deadline_seconds))
-    ctx.add("L2", backend=backend, tickets=size, per_rep=scale.l2_per_rep,
-            **summarize(results))
+        for size, server in servers.items():
+            results[size].append(load(server, batches[size][rep], 1, scale.deadline_seconds))
+    for size in servers:
+        ctx.add("L2", backend=backend, tickets=size, per_rep=scale.l2_per_rep,
+                **summarize(results[size]))
 
 
 # L5 requests: (key, label, path). The deep page's path is made per store size
@@ -375,40 +388,52 @@ async def vacuum_postgres(url: str) -> None:
         await connection.close()
 
 
-def run_l5(ctx: Context, server: targets.Server, backend: str, size: int) -> None:
+def run_l5(ctx: Context, servers: dict[int, targets.Server], backend: str) -> None:
     scale = ctx.scale
-    assert server.web_port is not None
-    if backend == "postgresql":
-        asyncio.run(vacuum_postgres(server.database_url or ""))
-    fixed = list(L5_FIXED)
-    requests = [*fixed[:2], *deep_page_paths(server, size), *fixed[2:]]
-    counts = count_queries(server.database_url or "", [path for _, _, path in requests])
+    requests: dict[int, list[tuple[str, str, str]]] = {}
+    counts: dict[int, dict[str, int | None]] = {}
+    for size, server in servers.items():
+        assert server.web_port is not None
+        if backend == "postgresql":
+            asyncio.run(vacuum_postgres(server.database_url or ""))
+        fixed = list(L5_FIXED)
+        requests[size] = [*fixed[:2], *deep_page_paths(server, size), *fixed[2:]]
+        counts[size] = count_queries(server.database_url or "",
+                                     [path for _, _, path in requests[size]])
 
-    async def measure() -> dict[str, list[float]]:
-        timings: dict[str, list[float]] = {path: [] for _, _, path in requests}
+    async def get(client: aiohttp.ClientSession, server: targets.Server, path: str) -> float:
+        started = time.perf_counter()
+        async with client.get(f"http://{HOST}:{server.web_port}{path}") as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"GET {path} returned {response.status}")
+        return time.perf_counter() - started
+
+    async def measure() -> dict[tuple[int, str], list[float]]:
+        timings: dict[tuple[int, str], list[float]] = {}
         timeout = aiohttp.ClientTimeout(total=scale.deadline_seconds)
         async with aiohttp.ClientSession(timeout=timeout) as client:
-            for _, _, path in requests:
-                url = f"http://{HOST}:{server.web_port}{path}"
-                for _ in range(3):
-                    async with client.get(url) as response:
-                        await response.read()
+            # Requests of the same kind at both sizes alternate.
+            for index in range(len(L5_FIXED) + 2):
+                for size, server in servers.items():
+                    for _ in range(3):
+                        await get(client, server, requests[size][index][2])
                 for _ in range(scale.reps * scale.l5_requests):
-                    started = time.perf_counter()
-                    async with client.get(url) as response:
-                        await response.read()
-                        if response.status != 200:
-                            raise RuntimeError(f"GET {path} returned {response.status}")
-                    timings[path].append(time.perf_counter() - started)
+                    for size, server in servers.items():
+                        key = requests[size][index][0]
+                        elapsed = await get(client, server, requests[size][index][2])
+                        timings.setdefault((size, key), []).append(elapsed)
         return timings
 
     timings = asyncio.run(measure())
-    for key, label, path in requests:
-        values = timings[path]
-        ctx.add("L5", backend=backend, tickets=size, key=key, request=label, path=path,
-                page=deep_page_number(size) if key.endswith("-deep") else None,
-                requests=len(values), p50=median(values), p95=percentile(values, 0.95),
-                p99=percentile(values, 0.99), queries=counts.get(path))
+    for size in servers:
+        for key, label, path in requests[size]:
+            values = timings[(size, key)]
+            ctx.add("L5", backend=backend, tickets=size, key=key, request=label, path=path,
+                    page=deep_page_number(size) if key.endswith("-deep") else None,
+                    requests=len(values), p50=median(values),
+                    p95=percentile(values, 0.95), p99=percentile(values, 0.99),
+                    queries=counts[size].get(path))
 
 
 def count_queries(url: str, paths: Sequence[str]) -> dict[str, int | None]:
