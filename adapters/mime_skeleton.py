@@ -214,7 +214,10 @@ def _unused_prefix(raw: bytes) -> str:
 
 
 def _attach(message: Message, cut_bodies: CutBodies) -> bool:
-    """Give each part that holds a placeholder the cut text; False if one is astray."""
+    """Give each part that contains a placeholder its cut text.
+
+    Returns False if a placeholder is astray.
+    """
     found = 0
     for part in message.walk():
         payload = part.cut_payload() if isinstance(part, SkeletonMessage) else None

@@ -549,7 +549,7 @@ def _read_cursor(request: web.Request) -> PageCursor | None:
 
 
 def _cursor_json(listing: TicketPage) -> dict[str, str | None]:
-    # "next" holds older tickets and "previous" newer ones, as on the page.
+    # "next" leads to older tickets and "previous" to newer ones, as on the page.
     return {
         "next": encode_cursor(listing.older) if listing.older else None,
         "previous": encode_cursor(listing.newer) if listing.newer else None,
