@@ -49,8 +49,8 @@ MAX_NESTING_DEPTH = 50
 MAX_STRUCTURED_HEADER_CHARS = 16 * 1024
 MAX_DEFECTS = 100
 # Messages of this size or more are parsed with their long base64 runs cut out and
-# decoded one part at a time (adapters/mime_skeleton.py), which gives the same
-# result with a fraction of the time and memory of feeding them to FeedParser.
+# decoded one part at a time (adapters/mime_skeleton.py). The result is the same
+# as from FeedParser, for a fraction of its time and memory.
 CUT_MIN_MESSAGE_BYTES = 256 * 1024
 CUT_MIN_RUN_BYTES = 16 * 1024
 

@@ -71,9 +71,10 @@ class CutBodies:
         """Return the decoded body of a base64 part that is one whole cut, or None.
 
         None means that the standard library's own decoding must run, because it
-        would record a defect or pad the text: it decodes with ``validate=True``,
-        so the fast path takes only text whose "=" signs all come at its end, at
-        most two of them, and whose length without line breaks is a multiple of 4.
+        would record a defect or pad the text. The fast path decodes with
+        ``validate=True``. It therefore takes only text whose "=" signs, at most
+        two, all come at its end, and whose length without line breaks is a
+        multiple of 4.
         """
         cut = self.cuts.get(part.cut_payload())
         if cut is None:
@@ -134,8 +135,8 @@ class SkeletonMessage(EmailMessage):
 def parse_skeleton(raw: bytes, policy: EmailPolicy, min_run_bytes: int) -> Message | None:
     """Parse RAW with its base64 runs of MIN_RUN_BYTES or more cut out.
 
-    Returns None when RAW has no such run or when a placeholder did not land
-    inside a single part's payload; the caller then parses RAW as it is.
+    Returns None when RAW has no such run, or when a placeholder did not land
+    inside a single part's payload. The caller then parses RAW as it is.
     Exceptions of the parser propagate.
     """
     cut_bodies, skeleton = _cut(raw, min_run_bytes)

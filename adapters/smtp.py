@@ -264,7 +264,7 @@ class GatewaySMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self, data: DataReader) -> bool:
-        """Feed DATA from the stream until its end line; False if the client left."""
+        """Feed DATA until its end line, or return False if the client left."""
         while self.transport is not None:
             try:
                 # Every end line ends with ".\r\n", and readuntil stops at the
@@ -297,7 +297,7 @@ class DataState(enum.Enum):
 class DataReader:
     """The text of one DATA command, fed in blocks of any size.
 
-    Lines end with CRLF only; a bare CR or LF is part of a line. A line that is
+    Lines end with CRLF only, so a bare CR or LF is part of a line. A line that is
     exactly "." ends the text, and a leading "." of other lines is removed
     (RFC 5321 section 4.5.2). A line longer than LINE_LENGTH_LIMIT bytes with
     its CRLF, or more than SIZE_LIMIT bytes of text before the end line, makes
@@ -381,7 +381,7 @@ def _has_long_line(lines: bytes, limit: int) -> bool:
 
 
 def _unstuff(lines: bytes) -> bytes:
-    """Remove the leading "." of each line; LINES starts at a line start."""
+    """Remove the leading "." of each line of LINES, which starts at a line start."""
     if lines.startswith(b"."):
         lines = lines[1:]
     if b"\r\n." not in lines:

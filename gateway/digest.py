@@ -194,7 +194,7 @@ class DigestRunner:
     async def preview(self) -> AsyncIterator[DigestPlan]:
         """Yield the digests that run_now would queue, without claiming or sending.
 
-        Reads one page of builders at a time, so the preview never holds every
+        Reads one page of builders at a time, so the preview never keeps every
         digest in memory.
         """
         if not self.enabled:

@@ -470,11 +470,13 @@ MAX_TICKET_NUMBER = 10**18 - 1
 MAX_ROW_ID = 2**31 - 1
 
 
-def _number(request: web.Request, key: str, what: str, maximum: int = MAX_TICKET_NUMBER) -> int:
+def _number(
+    request: web.Request, key: str, label: str, maximum: int = MAX_TICKET_NUMBER
+) -> int:
     raw = request.match_info[key].lstrip("#")
     if not _is_digits(raw) or len(raw) > len(str(maximum)) or int(raw) > maximum:
         raise web.HTTPBadRequest(
-            text=f"{what} {raw!r} is invalid; use a whole number from 0 to {maximum}.\n"
+            text=f"{label} {raw!r} is invalid; use a whole number from 0 to {maximum}.\n"
         )
     return int(raw)
 

@@ -13,8 +13,8 @@ MAX_OVERTAKES = 16
 class WriterQueue:
     """Queue that grants one writer at a time, waiting regular writers before bulk ones.
 
-    A bulk write (the raw bytes and files of a message of many megabytes) holds
-    SQLite's single writer for tenths of a second. Small messages that queue behind
+    A bulk write (the raw bytes and files of a message of many megabytes) keeps
+    SQLite's single writer busy for tenths of a second. Small messages that queue behind
     several of them in arrival order would wait for all of them, so a regular
     writer that waits goes before a waiting bulk writer, up to MAX_OVERTAKES
     times in a row. Writers of one kind go in arrival order.
