@@ -280,6 +280,8 @@ def test_header_check_catches_library_injection(monkeypatch):
         message[name] = value
 
     monkeypatch.setattr(outbound, "_set_text_header", set_unchecked)
+    # Only EmailMessage calls _set_text_header.
+    monkeypatch.setattr(outbound, "_compose_direct", lambda *_args: None)
 
     with pytest.raises(ValueError, match="extra: bcc"):
         compose(subject=ENCODED_INJECTION)
@@ -704,3 +706,110 @@ def test_config_with_username_but_no_password_fails():
 
     with pytest.raises(ConfigError, match="relay_password"):
         transport_from_config(config)
+
+
+# A reply without attachments is written without building an EmailMessage. It
+# must come out exactly as EmailMessage would write it, the boundary aside.
+
+DIRECT_CASES: dict[str, dict[str, Any]] = {
+    "text and html": {},
+    "text only": {"html": None},
+    "no display names": {"sender_name": "", "recipient_name": ""},
+    "atext name": {"recipient_name": "Dan O'Neil-Smith"},
+    "threaded": {
+        "in_reply_to": "CAF1x2@mail.gmail.com",
+        "references": ["a1@example.com", "CAF1x2@mail.gmail.com"],
+        "reply_to": "reply+42.abcdef@support.example.com",
+    },
+    "long references fold": {"references": [f"id{i}.{'x' * 30}@example.com" for i in range(6)]},
+    "extra header": {"extra_headers": {"X-Ticket-Number": "42"}},
+    "subject with punctuation": {"subject": "[#42] Can't save: form (v2) -> error!"},
+    "subject with tab is sanitised": {"subject": "Ticket\t#42 received"},
+    "non-ASCII body, quoted-printable": {"text": "Grüße aus Köln,\nwir haben es.\n"},
+    "non-ASCII body, base64": {"text": "日本語のテキストです。\n" * 12, "html": "<p>日本語</p>" * 40},
+    "long ASCII lines": {"text": "word " * 60 + "\n" + "x" * 200 + "\n"},
+    "many lines": {"text": "".join(f"línea {i}\n" for i in range(40))},
+    "CR LF and bare CR in the body": {"text": "one\r\ntwo\rthree\n"},
+    "empty body": {"text": "", "html": ""},
+    "body with a boundary-like line": {"text": "--===============1234==\n"},
+    "non-ASCII names": {"sender_name": "Zoë Support", "recipient_name": "José Núñez"},
+    "name with a dot": {"recipient_name": "Ada L. Builder"},
+    "name with quotes and comma": {"recipient_name": 'Jürgen "Jo" Müller, Jr.'},
+    "non-ASCII subject": {"subject": "Ticket reçu ✓"},
+    "subject that moves to its own line": {
+        "subject": "[#1234] Notion database rows missing from the orders screen (report 1234)"},
+    "subject folded between words": {"subject": "word " * 40},
+    "word longer than a line": {"subject": "x" * 90 + " y"},
+    "double space in subject": {"subject": "Ticket  #42"},
+    "encoded-word subject": {"subject": "=?utf-8?q?caf=C3=A9?="},
+    "empty subject": {"subject": ""},
+    "long address": {"recipient": "a" * 60 + "@example.com"},
+    "long extra header": {"extra_headers": {"List-Unsubscribe": "<https://" + "u" * 90 + ">"}},
+}
+
+GENERAL_CASES: dict[str, dict[str, Any]] = {
+    "structured extra header": {"extra_headers": {"Sender": "support@example.com"}},
+    "attachment": {"attachments": [CheckedAttachment(
+        filename="log.txt", content_type="text/plain", data=b"line\n", sha256="0" * 64)]},
+}
+
+
+def without_boundary(data: bytes) -> bytes:
+    return re.sub(rb"={15}\d{19}==", b"BOUNDARY", data)
+
+
+def general_bytes(**overrides: Any) -> bytes:
+    """Compose with EmailMessage alone, as compose_email does when a value needs it."""
+    original = outbound._compose_direct
+    outbound._compose_direct = lambda *args: None  # type: ignore[assignment]
+    try:
+        return compose(**overrides)
+    finally:
+        outbound._compose_direct = original  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("overrides", DIRECT_CASES.values(), ids=DIRECT_CASES.keys())
+def test_direct_reply_matches_what_email_message_writes(overrides: dict[str, Any]) -> None:
+    plain = compose(**overrides)
+    assert without_boundary(plain) == without_boundary(general_bytes(**overrides))
+    sent = overrides.get("text", "We received your request.\n")
+    received = parse(plain).get_body(("plain",)).get_content()
+    assert lines_of(received) == lines_of(sent)
+
+
+def lines_of(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
+
+
+@pytest.mark.parametrize("overrides", DIRECT_CASES.values(), ids=DIRECT_CASES.keys())
+def test_reply_without_files_is_written_without_email_message(
+    overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: Any) -> bytes:
+        raise AssertionError("reply went through EmailMessage")
+
+    monkeypatch.setattr(outbound, "_compose_general", refuse)
+    compose(**overrides)
+
+
+@pytest.mark.parametrize("overrides", GENERAL_CASES.values(), ids=GENERAL_CASES.keys())
+def test_reply_with_files_or_structured_header_uses_email_message(
+    overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    general = outbound._compose_general
+
+    def counted(*args: Any) -> bytes:
+        calls.append(1)
+        return general(*args)
+
+    monkeypatch.setattr(outbound, "_compose_general", counted)
+    composed = compose(**overrides)
+    assert calls == [1]
+    assert header_names(composed)["from"] == 1
+
+
+def test_direct_reply_boundaries_differ_between_replies() -> None:
+    first, second = compose(), compose()
+    boundaries = [re.search(rb'boundary="([^"]+)"', data).group(1) for data in (first, second)]
+    assert boundaries[0] != boundaries[1]
