@@ -127,7 +127,7 @@ class OutboxWorker:
         await self._finish(email, error, retry_at)
 
     async def _finish(self, email: Any, error: str | None, retry_at: datetime | None) -> None:
-        async with self._store.write() as tx:
+        async with self._store.write(short=True) as tx:
             kept = await tx.finish_email(
                 email.id, worker=self.worker_id, now=self._now(), error=error, retry_at=retry_at
             )

@@ -187,7 +187,8 @@ class Desk:
         dedupe_key = _dedupe_key(mail, delivery.raw)
         now = self._now()
 
-        async with self._store.write(bulk=len(delivery.raw) >= BULK_WRITE_MIN_BYTES) as tx:
+        bulk = len(delivery.raw) >= BULK_WRITE_MIN_BYTES
+        async with self._store.write(bulk=bulk, short=not bulk) as tx:
             applied = await tx.find_applied_inbound(dedupe_key)
             if applied is not None and applied != delivery.inbound_id:
                 raise DuplicateDelivery(dedupe_key)

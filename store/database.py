@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -25,6 +29,63 @@ POSTGRES_MAX_OVERFLOW = 10
 POSTGRES_POOL_TIMEOUT_SECONDS = 30
 # Drop connections that a firewall or PgBouncer may have closed while idle.
 POSTGRES_POOL_RECYCLE_SECONDS = 1800
+# A statement with a parameter longer than this (bytes or characters) runs on
+# the connection's thread even in a short transaction: copying it into SQLite
+# takes a while.
+SHORT_STATEMENT_MAX_PARAMETER_BYTES = 64 * 1024
+
+# Set while a short SQLite write transaction runs (see short_statements_on_loop).
+_statements_on_loop: ContextVar[bool] = ContextVar("statements_on_loop", default=False)
+
+
+@contextmanager
+def short_statements_on_loop(enabled: bool) -> Iterator[None]:
+    """Run the SQLite statements of the current task on the event loop thread, if ENABLED.
+
+    aiosqlite passes every call (opening a cursor, executing, fetching, closing
+    the cursor) to the connection's own thread and back. Each of those trips
+    costs the event loop more CPU than a short indexed statement itself, and a
+    new ticket takes some fifty of them. Inside this block cursor calls run
+    directly on the event loop. BEGIN, which can wait for another process's
+    write lock, COMMIT and ROLLBACK, which wait for the disk, and statements
+    with a large parameter still run on the connection's thread. Enable it only
+    around transactions of a few indexed statements. Every transaction sets it,
+    so a task started inside a short transaction does not inherit it.
+    """
+    previous = _statements_on_loop.get()
+    _statements_on_loop.set(enabled)
+    try:
+        yield
+    finally:
+        _statements_on_loop.set(previous)
+
+
+class _SQLiteConnection(aiosqlite.Connection):
+    """An aiosqlite connection that runs short statements inline when asked to."""
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if _statements_on_loop.get() and self._connection is not None and _is_short_call(
+            fn, args
+        ):
+            return fn(*args, **kwargs)
+        return await super()._execute(fn, *args, **kwargs)
+
+
+def _is_short_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, sqlite3.Connection):
+        return getattr(fn, "__name__", "") == "cursor"
+    if not isinstance(owner, sqlite3.Cursor):
+        return False
+    if args and isinstance(args[0], str) and args[0].lstrip()[:5].upper() == "BEGIN":
+        return False
+    parameters = args[1] if len(args) > 1 else ()
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    return not any(
+        isinstance(value, (bytes, bytearray, memoryview, str))
+        and len(value) > SHORT_STATEMENT_MAX_PARAMETER_BYTES
+        for value in values
+    )
 
 
 def async_url(url: str) -> URL:
@@ -50,9 +111,26 @@ def create_engine(url: str) -> AsyncEngine:
 
     if target.database and target.database != ":memory:":
         Path(target.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(target, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_async_engine(target, async_creator=_sqlite_connector(target))
     _configure_sqlite(engine)
     return engine
+
+
+def _sqlite_connector(target: URL) -> Callable[[], Any]:
+    """Return a function that opens a _SQLiteConnection to TARGET."""
+    arguments, options = SQLiteDialect_aiosqlite().create_connect_args(target)
+    options["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
+    # Short statements run on the event loop thread, the rest on aiosqlite's
+    # thread, one after the other: never two threads at once.
+    options["check_same_thread"] = False
+
+    async def connect() -> _SQLiteConnection:
+        connection = _SQLiteConnection(
+            lambda: sqlite3.connect(*arguments, **options), iter_chunk_size=64
+        )
+        return await connection
+
+    return connect
 
 
 def _create_postgres_engine(target: URL) -> AsyncEngine:

@@ -31,7 +31,12 @@ from gateway.model import (
     TicketState,
 )
 from gateway.paging import PageCursor, PageRequest
-from store.database import SQLITE_BUSY_TIMEOUT_MS, create_engine, upgrade_schema_async
+from store.database import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    create_engine,
+    short_statements_on_loop,
+    upgrade_schema_async,
+)
 from store.digests import DigestQueries
 from store.mail_safety import MailSafetyQueries
 from store.models import (
@@ -86,40 +91,45 @@ class Store:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Transaction]:
         """Open a read-only transaction."""
-        async with AsyncSession(self._engine, expire_on_commit=False) as session:
-            try:
-                yield Transaction(session, self.dialect, self._counts)
-            except OperationalError as exc:
-                raise StorageUnavailable(f"database read failed: {exc.orig}") from exc
+        with short_statements_on_loop(False):
+            async with AsyncSession(self._engine, expire_on_commit=False) as session:
+                try:
+                    yield Transaction(session, self.dialect, self._counts)
+                except OperationalError as exc:
+                    raise StorageUnavailable(f"database read failed: {exc.orig}") from exc
 
     @asynccontextmanager
-    async def write(self, *, bulk: bool = False) -> AsyncIterator[Transaction]:
+    async def write(self, *, bulk: bool = False, short: bool = False) -> AsyncIterator[Transaction]:
         """Open a write transaction (BEGIN IMMEDIATE on SQLite) and commit it at the end.
 
         BULK marks a transaction that writes megabytes. On SQLite, waiting
-        transactions without it go first (see store/writer_queue.py).
+        transactions without it go first (see store/writer_queue.py). SHORT
+        marks a transaction of a few indexed statements, which SQLite then runs
+        on the event loop thread (see short_statements_on_loop); never pass it
+        for a statement that may scan many rows.
         """
-        async with (
-            self._writer_turn(bulk),
-            AsyncSession(self._write_engine, expire_on_commit=False) as session,
-        ):
-            try:
-                async with session.begin():
-                    tx = Transaction(session, self.dialect, self._counts)
-                    yield tx
-                    await tx.write_pending_raw()
-                self._counts.clear()
-            except DuplicateDelivery:
-                raise
-            except IntegrityError as exc:
-                # On PostgreSQL a second instance that applies the same message
-                # waits on the unique index and fails here once the first one
-                # commits. That is a redelivery, not an error.
-                if _is_dedupe_violation(exc):
-                    raise DuplicateDelivery("inbound_messages.dedupe_key") from exc
-                raise
-            except SQLAlchemyError as exc:
-                raise StorageUnavailable(f"database write failed: {exc}") from exc
+        with short_statements_on_loop(short and self.dialect == "sqlite"):
+            async with (
+                self._writer_turn(bulk),
+                AsyncSession(self._write_engine, expire_on_commit=False) as session,
+            ):
+                try:
+                    async with session.begin():
+                        tx = Transaction(session, self.dialect, self._counts)
+                        yield tx
+                        await tx.write_pending_raw()
+                    self._counts.clear()
+                except DuplicateDelivery:
+                    raise
+                except IntegrityError as exc:
+                    # On PostgreSQL a second instance that applies the same message
+                    # waits on the unique index and fails here once the first one
+                    # commits. That is a redelivery, not an error.
+                    if _is_dedupe_violation(exc):
+                        raise DuplicateDelivery("inbound_messages.dedupe_key") from exc
+                    raise
+                except SQLAlchemyError as exc:
+                    raise StorageUnavailable(f"database write failed: {exc}") from exc
 
     @asynccontextmanager
     async def _writer_turn(self, bulk: bool) -> AsyncIterator[None]:

@@ -1,0 +1,139 @@
+"""Short SQLite write transactions run their statements on the event loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from conftest import DIALECT
+from store import Store
+from store.database import SHORT_STATEMENT_MAX_PARAMETER_BYTES
+
+pytestmark = pytest.mark.skipif(DIALECT != "sqlite", reason="SQLite only")
+
+
+async def open_store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
+    await store.upgrade()
+    return store
+
+
+async def executing_thread(tx: Any, *parameters: Any) -> int:
+    """Return the id of the thread in which SQLite ran a statement of TX."""
+    connection = await tx.session.connection()
+    raw = await connection.get_raw_connection()
+    await raw.driver_connection.create_function("thread_id", 0, threading.get_ident)
+    placeholders = "".join(f", length(:p{i})" for i in range(len(parameters)))
+    values = {f"p{i}": value for i, value in enumerate(parameters)}
+    row = (await tx.session.execute(text(f"SELECT thread_id(){placeholders}"), values)).one()
+    return int(row[0])
+
+
+def test_short_write_runs_statements_on_the_loop_thread(tmp_path: Path) -> None:
+    async def run() -> tuple[int, int, int]:
+        store = await open_store(tmp_path)
+        try:
+            async with store.write(short=True) as tx:
+                short = await executing_thread(tx)
+            async with store.write() as tx:
+                regular = await executing_thread(tx)
+            async with store.read() as tx:
+                read = await executing_thread(tx)
+            return short, regular, read
+        finally:
+            await store.close()
+
+    short, regular, read = asyncio.run(run())
+
+    main = threading.get_ident()
+    assert short == main
+    assert regular != main
+    assert read != main
+
+
+def test_statement_with_a_large_parameter_runs_on_the_connection_thread(
+    tmp_path: Path,
+) -> None:
+    async def run() -> tuple[int, int]:
+        store = await open_store(tmp_path)
+        try:
+            async with store.write(short=True) as tx:
+                small = await executing_thread(tx, b"x" * 1024)
+                large = await executing_thread(
+                    tx, b"x" * (SHORT_STATEMENT_MAX_PARAMETER_BYTES + 1)
+                )
+            return small, large
+        finally:
+            await store.close()
+
+    small, large = asyncio.run(run())
+
+    assert small == threading.get_ident()
+    assert large != threading.get_ident()
+
+
+def test_task_started_in_a_short_write_reads_on_the_connection_thread(
+    tmp_path: Path,
+) -> None:
+    async def run() -> int:
+        store = await open_store(tmp_path)
+
+        async def read_elsewhere() -> int:
+            async with store.read() as tx:
+                return await executing_thread(tx)
+
+        try:
+            async with store.write(short=True):
+                task = asyncio.create_task(read_elsewhere())
+            return await task
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) != threading.get_ident()
+
+
+def test_short_write_waiting_for_another_writer_keeps_the_loop_running(
+    tmp_path: Path,
+) -> None:
+    # Another process's write transaction holds SQLite's write lock for a while.
+    # BEGIN IMMEDIATE waits for it on the connection's thread, not on the loop.
+    hold_seconds = 0.5
+    path = tmp_path / "gateway.db"
+
+    async def run() -> tuple[int, float]:
+        store = await open_store(tmp_path)
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(hold_seconds, other.commit).start()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        started = time.monotonic()
+        try:
+            async with store.write(short=True) as tx:
+                await tx.session.execute(text("SELECT 1"))
+            waited = time.monotonic() - started
+        finally:
+            ticker.cancel()
+            await store.close()
+            other.close()
+        return ticks, waited
+
+    ticks, waited = asyncio.run(run())
+
+    assert waited >= hold_seconds * 0.8
+    # The loop ran the ticker throughout the wait, at most every 10 ms.
+    assert ticks >= 10
