@@ -17,6 +17,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -189,58 +190,62 @@ def compose_email(
     for name in extra:
         _check_extra_header_name(name)
 
-    arguments = (
+    reply = _Reply(
         sender_address, sender_name, recipient, recipient_name, subject, text, html,
         message_id, parent_id, thread_ids, reply_to, auto_submitted, extra, date,
     )
     if not attachments:
-        data = _compose_direct(*arguments)
+        data = _compose_direct(reply)
         if data is not None:
             return data
-    return _compose_general(*arguments, attachments)
+    return _compose_general(reply, attachments)
 
 
-def _compose_general(
-    sender_address: str,
-    sender_name: str,
-    recipient: str,
-    recipient_name: str,
-    subject: str,
-    text: str,
-    html: str | None,
-    message_id: str,
-    parent_id: str | None,
-    thread_ids: list[str],
-    reply_to: str | None,
-    auto_submitted: str,
-    extra: Mapping[str, str],
-    date: datetime,
-    attachments: Sequence[CheckedAttachment],
-) -> bytes:
+@dataclass(frozen=True)
+class _Reply:
+    """The checked fields of a reply that compose_email writes."""
+
+    sender: str
+    sender_name: str
+    recipient: str
+    recipient_name: str
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+    parent_id: str | None
+    thread_ids: list[str]
+    reply_to: str | None
+    auto_submitted: str
+    extra: Mapping[str, str]
+    date: datetime
+
+
+def _compose_general(reply: _Reply, attachments: Sequence[CheckedAttachment]) -> bytes:
     """Build the reply with EmailMessage, which encodes and folds any header value."""
     message = EmailMessage(policy=_POLICY)
-    _set_address_header(message, "From", sender_address, sender_name)
-    _set_address_header(message, "To", recipient, recipient_name)
-    _set_text_header(message, "Subject", subject)
+    _set_address_header(message, "From", reply.sender, reply.sender_name)
+    _set_address_header(message, "To", reply.recipient, reply.recipient_name)
+    _set_text_header(message, "Subject", reply.subject)
     # Values that are plain ASCII by construction are stored raw: the email
     # package then neither parses them into header objects nor refolds them.
-    message.set_raw("Date", email.utils.format_datetime(date))
-    message.set_raw("Message-ID", _message_id_field("Message-ID", [message_id]))
-    if parent_id is not None:
-        message.set_raw("In-Reply-To", _message_id_field("In-Reply-To", [parent_id]))
-    if thread_ids:
-        message.set_raw("References", _message_id_field("References", thread_ids))
-    if reply_to is not None:
-        _set_address_header(message, "Reply-To", reply_to, "")
-    message.set_raw("Auto-Submitted", auto_submitted)
+    message.set_raw("Date", email.utils.format_datetime(reply.date))
+    message.set_raw("Message-ID", _message_id_field("Message-ID", [reply.message_id]))
+    if reply.parent_id is not None:
+        message.set_raw("In-Reply-To", _message_id_field("In-Reply-To", [reply.parent_id]))
+    if reply.thread_ids:
+        message.set_raw("References", _message_id_field("References", reply.thread_ids))
+    if reply.reply_to is not None:
+        _set_address_header(message, "Reply-To", reply.reply_to, "")
+    message.set_raw("Auto-Submitted", reply.auto_submitted)
     # Exchange and Outlook send no out-of-office or other automatic reply to a
     # message with this header.
     message.set_raw("X-Auto-Response-Suppress", "All")
-    message.set_raw("X-Loop", sender_address)
-    for name, value in extra.items():
+    message.set_raw("X-Loop", reply.sender)
+    for name, value in reply.extra.items():
         _set_text_header(message, name, value)
 
-    _set_body(message, text, html, attachments)
+    _set_body(message, reply.text, reply.html, attachments)
     data = message.as_bytes(policy=_POLICY)
     # The message object's own header list is the expectation, because an injected
     # header only appears once the bytes are generated.
@@ -606,22 +611,7 @@ def _set_body(
             del part["MIME-Version"]
 
 
-def _compose_direct(
-    sender: str,
-    sender_name: str,
-    recipient: str,
-    recipient_name: str,
-    subject: str,
-    text: str,
-    html: str | None,
-    message_id: str,
-    parent_id: str | None,
-    thread_ids: list[str],
-    reply_to: str | None,
-    auto_submitted: str,
-    extra: Mapping[str, str],
-    date: datetime,
-) -> bytes | None:
+def _compose_direct(reply: _Reply) -> bytes | None:
     """Write a reply without attachments, or return None when it needs EmailMessage.
 
     Building a whole EmailMessage costs more than a millisecond per reply, mostly
@@ -631,42 +621,42 @@ def _compose_direct(
     header. An extra header with a name the email package parses by its own
     grammar (Sender, say) returns None.
     """
-    if any(name.lower() in _STRUCTURED_HEADERS for name in extra):
+    if any(name.lower() in _STRUCTURED_HEADERS for name in reply.extra):
         return None
     lines = [
-        _address_line("From", sender, sender_name),
-        _address_line("To", recipient, recipient_name),
-        _text_line("Subject", subject),
-        f"Date: {email.utils.format_datetime(date)}\r\n",
-        f"Message-ID: {_message_id_field('Message-ID', [message_id])}\r\n",
+        _address_line("From", reply.sender, reply.sender_name),
+        _address_line("To", reply.recipient, reply.recipient_name),
+        _text_line("Subject", reply.subject),
+        f"Date: {email.utils.format_datetime(reply.date)}\r\n",
+        f"Message-ID: {_message_id_field('Message-ID', [reply.message_id])}\r\n",
     ]
     names = ["from", "to", "subject", "date", "message-id"]
-    if parent_id is not None:
-        lines.append(f"In-Reply-To: {_message_id_field('In-Reply-To', [parent_id])}\r\n")
+    if reply.parent_id is not None:
+        lines.append(f"In-Reply-To: {_message_id_field('In-Reply-To', [reply.parent_id])}\r\n")
         names.append("in-reply-to")
-    if thread_ids:
-        lines.append(f"References: {_message_id_field('References', thread_ids)}\r\n")
+    if reply.thread_ids:
+        lines.append(f"References: {_message_id_field('References', reply.thread_ids)}\r\n")
         names.append("references")
-    if reply_to is not None:
-        lines.append(_address_line("Reply-To", reply_to, ""))
+    if reply.reply_to is not None:
+        lines.append(_address_line("Reply-To", reply.reply_to, ""))
         names.append("reply-to")
-    lines.append(f"Auto-Submitted: {auto_submitted}\r\n")
+    lines.append(f"Auto-Submitted: {reply.auto_submitted}\r\n")
     lines.append("X-Auto-Response-Suppress: All\r\n")
-    lines.append(f"X-Loop: {sender}\r\n")
+    lines.append(f"X-Loop: {reply.sender}\r\n")
     names.extend(["auto-submitted", "x-auto-response-suppress", "x-loop"])
-    for name, value in extra.items():
+    for name, value in reply.extra.items():
         lines.append(_text_line(name, value))
         names.append(name.lower())
 
-    text_cte, text_payload = _encode_text_part(text)
-    if html is None:
+    text_cte, text_payload = _encode_text_part(reply.text)
+    if reply.html is None:
         # The email package writes MIME-Version last in a single-part message.
         lines.append('Content-Type: text/plain; charset="utf-8"\r\n')
         lines.append(f"Content-Transfer-Encoding: {text_cte}\r\nMIME-Version: 1.0\r\n")
         names.extend(["content-type", "content-transfer-encoding", "mime-version"])
         body = text_payload
     else:
-        html_cte, html_payload = _encode_text_part(html)
+        html_cte, html_payload = _encode_text_part(reply.html)
         boundary = _new_boundary(text_payload, html_payload)
         lines.append(f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n'
                      f' boundary="{boundary}"\r\n')

@@ -61,7 +61,11 @@ def short_statements_on_loop(enabled: bool) -> Iterator[None]:
 
 
 class _SQLiteConnection(aiosqlite.Connection):
-    """An aiosqlite connection that runs short statements inline when asked to."""
+    """An aiosqlite connection that runs short statements inline when asked to.
+
+    NOTE: this overrides _execute, aiosqlite's internal dispatch to its thread,
+    as aiosqlite 0.22 writes it; pyproject.toml keeps aiosqlite below 0.23.
+    """
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if _statements_on_loop.get() and self._connection is not None and _is_short_call(
@@ -75,7 +79,7 @@ def _is_short_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, sqlite3.Connection):
         return getattr(fn, "__name__", "") == "cursor"
-    if not isinstance(owner, sqlite3.Cursor):
+    if not isinstance(owner, sqlite3.Cursor) or fn.__name__ in ("executemany", "executescript"):
         return False
     if args and isinstance(args[0], str) and args[0].lstrip()[:5].upper() == "BEGIN":
         return False
@@ -128,6 +132,9 @@ def _sqlite_connector(target: URL) -> Callable[[], Any]:
         connection = _SQLiteConnection(
             lambda: sqlite3.connect(*arguments, **options), iter_chunk_size=64
         )
+        # As SQLAlchemy does for its own aiosqlite connections: a connection
+        # left open must not keep the process from exiting.
+        connection._thread.daemon = True
         return await connection
 
     return connect

@@ -769,7 +769,7 @@ def general_bytes(**overrides: Any) -> bytes:
 
 
 @pytest.mark.parametrize("overrides", DIRECT_CASES.values(), ids=DIRECT_CASES.keys())
-def test_direct_reply_matches_what_email_message_writes(overrides: dict[str, Any]) -> None:
+def test_direct_reply_matches_email_message(overrides: dict[str, Any]) -> None:
     plain = compose(**overrides)
     assert without_boundary(plain) == without_boundary(general_bytes(**overrides))
     sent = overrides.get("text", "We received your request.\n")
@@ -782,18 +782,18 @@ def lines_of(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("overrides", DIRECT_CASES.values(), ids=DIRECT_CASES.keys())
-def test_reply_without_files_is_written_without_email_message(
+def test_reply_without_files_skips_email_message(
     overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*_args: Any) -> bytes:
+    def reject(*_args: Any) -> bytes:
         raise AssertionError("reply went through EmailMessage")
 
-    monkeypatch.setattr(outbound, "_compose_general", refuse)
+    monkeypatch.setattr(outbound, "_compose_general", reject)
     compose(**overrides)
 
 
 @pytest.mark.parametrize("overrides", GENERAL_CASES.values(), ids=GENERAL_CASES.keys())
-def test_reply_with_files_or_structured_header_uses_email_message(
+def test_reply_with_files_uses_email_message(
     overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
@@ -809,7 +809,7 @@ def test_reply_with_files_or_structured_header_uses_email_message(
     assert header_names(composed)["from"] == 1
 
 
-def test_direct_reply_boundaries_differ_between_replies() -> None:
+def test_direct_reply_boundaries_differ() -> None:
     first, second = compose(), compose()
     boundaries = [re.search(rb'boundary="([^"]+)"', data).group(1) for data in (first, second)]
     assert boundaries[0] != boundaries[1]

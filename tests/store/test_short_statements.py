@@ -36,7 +36,7 @@ async def executing_thread(tx: Any, *parameters: Any) -> int:
     return int(row[0])
 
 
-def test_short_write_runs_statements_on_the_loop_thread(tmp_path: Path) -> None:
+def test_short_write_runs_on_loop_thread(tmp_path: Path) -> None:
     async def run() -> tuple[int, int, int]:
         store = await open_store(tmp_path)
         try:
@@ -58,9 +58,7 @@ def test_short_write_runs_statements_on_the_loop_thread(tmp_path: Path) -> None:
     assert read != main
 
 
-def test_statement_with_a_large_parameter_runs_on_the_connection_thread(
-    tmp_path: Path,
-) -> None:
+def test_large_parameter_runs_on_connection_thread(tmp_path: Path) -> None:
     async def run() -> tuple[int, int]:
         store = await open_store(tmp_path)
         try:
@@ -79,9 +77,7 @@ def test_statement_with_a_large_parameter_runs_on_the_connection_thread(
     assert large != threading.get_ident()
 
 
-def test_task_started_in_a_short_write_reads_on_the_connection_thread(
-    tmp_path: Path,
-) -> None:
+def test_spawned_task_reads_on_connection_thread(tmp_path: Path) -> None:
     async def run() -> int:
         store = await open_store(tmp_path)
 
@@ -99,11 +95,9 @@ def test_task_started_in_a_short_write_reads_on_the_connection_thread(
     assert asyncio.run(run()) != threading.get_ident()
 
 
-def test_short_write_waiting_for_another_writer_keeps_the_loop_running(
-    tmp_path: Path,
-) -> None:
-    # Another process's write transaction holds SQLite's write lock for a while.
-    # BEGIN IMMEDIATE waits for it on the connection's thread, not on the loop.
+def test_lock_wait_keeps_loop_running(tmp_path: Path) -> None:
+    # Another connection has SQLite's write lock for half a second. BEGIN
+    # IMMEDIATE waits for it on the connection's thread, not on the loop.
     hold_seconds = 0.5
     path = tmp_path / "gateway.db"
 
@@ -135,5 +129,5 @@ def test_short_write_waiting_for_another_writer_keeps_the_loop_running(
     ticks, waited = asyncio.run(run())
 
     assert waited >= hold_seconds * 0.8
-    # The loop ran the ticker throughout the wait, at most every 10 ms.
+    # The ticker sleeps 10 ms per tick, so 10 ticks show that the loop ran during the wait.
     assert ticks >= 10
