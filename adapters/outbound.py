@@ -65,6 +65,9 @@ _PLAIN_TEXT_RE = re.compile(r"[!-~]+(?: [!-~]+)*")
 # RFC 5322 atext words, which an address header shows without quotes.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PHRASE_RE = re.compile(rf"{_ATEXT}(?: {_ATEXT})*")
+# 45 bytes make 60 base64 characters, so "=?utf-8?b?...?=" stays within the 75
+# characters that RFC 2047 allows an encoded-word.
+_ENCODED_WORD_MAX_BYTES = 45
 # Header names that the email package parses by their own grammar.
 _STRUCTURED_HEADERS = frozenset(_POLICY.header_factory.registry)
 
@@ -222,7 +225,7 @@ class _Reply:
 
 
 def _compose_general(reply: _Reply, attachments: Sequence[CheckedAttachment]) -> bytes:
-    """Build the reply with EmailMessage, which encodes and folds any header value."""
+    """Build the reply with EmailMessage, which encodes and folds the text headers and parts."""
     message = EmailMessage(policy=_POLICY)
     _set_address_header(message, "From", reply.sender, reply.sender_name)
     _set_address_header(message, "To", reply.recipient, reply.recipient_name)
@@ -456,9 +459,7 @@ def _set_text_header(message: EmailMessage, name: str, value: str) -> None:
 def _set_address_header(
     message: EmailMessage, name: str, address: str, display_name: str
 ) -> None:
-    addr_spec = _require_address(address, name)
-    clean = _clean_header_text(display_name, f"{name} display name")
-    message[name] = Address(display_name=clean, addr_spec=addr_spec)
+    message.set_raw(name, _address_value(name, address, display_name))
 
 
 def _clean_header_text(value: str, label: str) -> str:
@@ -616,10 +617,10 @@ def _compose_direct(reply: _Reply) -> bytes | None:
 
     Building a whole EmailMessage costs more than a millisecond per reply, mostly
     in parsing and refolding header values that are already plain. This writes
-    the same bytes as _compose_general (the MIME boundary aside): plain short
-    values as they are, any other value folded by the email package header by
-    header. An extra header with a name the email package parses by its own
-    grammar (Sender, say) returns None.
+    the same bytes as _compose_general (the MIME boundary aside): addresses as
+    _address_value writes them, plain short text as it is, any other text
+    folded by the email package header by header. An extra header with a name
+    the email package parses by its own grammar (Sender, say) returns None.
     """
     if any(name.lower() in _STRUCTURED_HEADERS for name in reply.extra):
         return None
@@ -676,21 +677,62 @@ def _compose_direct(reply: _Reply) -> bytes | None:
 
 
 def _address_line(name: str, address: str, display_name: str) -> str:
-    """Return header NAME for ADDRESS and DISPLAY_NAME as the email package writes it."""
+    """Return the header line NAME for ADDRESS and DISPLAY_NAME, with its CRLF."""
+    return f"{name}: {_address_value(name, address, display_name)}\r\n"
+
+
+def _address_value(name: str, address: str, display_name: str) -> str:
+    """Return the value of address header NAME, folded where it is long.
+
+    Python 3.11's folder drops the quotes around a display name that it has to
+    fold, so a long name with a comma or an @ turned into extra addresses or a
+    group. This writes the value itself: atext words as they are, other ASCII
+    names that fit on the line as a quoted string, anything else as RFC 2047
+    encoded-words, which contain no character that an address parser splits on.
+    """
     addr_spec = _require_address(address, name)
     clean = _clean_header_text(display_name, f"{name} display name")
     if not clean:
-        value: str | None = addr_spec
-    elif "=?" not in clean and _PLAIN_PHRASE_RE.fullmatch(clean):
-        value = f"{clean} <{addr_spec}>"
-    else:
-        value = None
-    if value is not None and len(name) + 2 + len(value) <= _FOLD_COLUMN:
-        return f"{name}: {value}\r\n"
-    header = _POLICY.header_store_parse(
-        name, Address(display_name=clean, addr_spec=addr_spec)
-    )[1]
-    return header.fold(policy=_POLICY)
+        return addr_spec
+    if "=?" not in clean and _PLAIN_PHRASE_RE.fullmatch(clean):
+        return _fold_words(name, [*clean.split(" "), f"<{addr_spec}>"])
+    if "=?" not in clean and clean.isascii() and clean.isprintable():
+        quoted = clean.replace("\\", "\\\\").replace('"', '\\"')
+        value = f'"{quoted}" <{addr_spec}>'
+        if len(name) + 2 + len(value) <= _FOLD_COLUMN:
+            return value
+    return _fold_words(name, [*_encoded_words(clean), f"<{addr_spec}>"])
+
+
+def _encoded_words(text: str) -> list[str]:
+    """Return TEXT as RFC 2047 base64 encoded-words of at most 75 characters each.
+
+    A word never splits a character, as RFC 2047 section 5 requires.
+    """
+    words: list[str] = []
+    chunk = b""
+    for character in text:
+        encoded = character.encode("utf-8")
+        if len(chunk) + len(encoded) > _ENCODED_WORD_MAX_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += encoded
+    words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(word).decode('ascii')}?=" for word in words]
+
+
+def _fold_words(name: str, words: list[str]) -> str:
+    """Join WORDS with spaces, starting a new line before a word that passes column 78."""
+    lines = [words[0]]
+    column = len(name) + 2 + len(words[0])
+    for word in words[1:]:
+        if column + 1 + len(word) > _FOLD_COLUMN:
+            lines.append(word)
+            column = 1 + len(word)
+        else:
+            lines[-1] += f" {word}"
+            column += 1 + len(word)
+    return "\r\n ".join(lines)
 
 
 def _text_line(name: str, value: str) -> str:

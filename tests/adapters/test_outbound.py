@@ -12,6 +12,7 @@ import socket
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -813,3 +814,31 @@ def test_direct_reply_boundaries_differ() -> None:
     first, second = compose(), compose()
     boundaries = [re.search(rb'boundary="([^"]+)"', data).group(1) for data in (first, second)]
     assert boundaries[0] != boundaries[1]
+
+
+# Display names that an address parser could split into several addresses or a
+# group once the header is folded.
+RISKY_NAMES = {
+    "long with a comma and an address": "evil@attacker.com, Ada Lovelace the builder of "
+                                        "many fine apps on the platform",
+    "group syntax": "Bob: evil@attacker.com, " + "x" * 80 + ";",
+    "short with a comma": "Lovelace, Ada",
+    "quotes and backslashes": 'Ada "the \\ builder" Lovelace',
+    "long atext words": "Ada Lovelace the builder of many fine apps on the platform " * 2,
+    "long non-ASCII with specials": "Jürgen «Jo» Müller, Jr. <jo@example.org>; " * 3,
+    "literal encoded-word marker": "Ada =?x? Lovelace",
+}
+
+
+@pytest.mark.parametrize("name", RISKY_NAMES.values(), ids=RISKY_NAMES.keys())
+def test_display_name_stays_one_address(name: str) -> None:
+    data = compose(recipient_name=name)
+    head = data.partition(b"\r\n\r\n")[0]
+    raw_to = email.message_from_bytes(data, policy=email.policy.compat32)["To"]
+    [(raw_name, address)] = email.utils.getaddresses([raw_to])
+
+    assert [a.addr_spec for a in parse(data)["To"].addresses] == [RECIPIENT]
+    assert address == RECIPIENT
+    # RFC 2047 decoding, which drops the folding space between encoded-words.
+    assert str(make_header(decode_header(raw_name))) == " ".join(name.split())
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
