@@ -94,6 +94,12 @@ class SupportHandler:
                     verdict = await self._desk.receive(delivery)
             else:
                 verdict = await self._desk.receive(delivery)
+        except asyncio.CancelledError:
+            # aiosmtpd cancels the handler when the client disconnects. The
+            # message was not accepted, so the client still has it to send again.
+            log.warning("client %s disconnected before its %d-byte message was stored; "
+                        "not accepted", delivery.peer, len(raw))
+            raise
         except StorageUnavailable:
             log.exception("could not store a %d-byte message from %s", len(raw), delivery.peer)
             return TEMPORARY_FAILURE

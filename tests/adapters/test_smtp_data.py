@@ -1,14 +1,16 @@
-"""GatewaySMTP's block-wise DATA reader against aiosmtpd's own line-by-line reader."""
+"""GatewaySMTP's DATA: its block-wise reader against aiosmtpd's, and a client that leaves while storing."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from adapters.smtp import ClientGuard, DataReader, DataState, GatewaySMTP
+from adapters.smtp import ClientGuard, DataReader, DataState, GatewaySMTP, SupportHandler
+from gateway.addresses import SupportAddresses
 
 LINE_LIMIT = 1001
 SIZE_LIMIT = 200_000
@@ -192,3 +194,43 @@ def test_data_reader_line_split_across_blocks(blocks: list[bytes], state: DataSt
     ended = [reader.feed(block) for block in blocks]
     assert ended == [False] * (len(blocks) - 1) + [True]
     assert reader.state is state
+
+
+class StalledDesk:
+    """Desk whose store never returns, as when another process keeps the write lock."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def receive(self, delivery: object) -> None:
+        self.started.set()
+        await asyncio.Event().wait()
+
+
+def test_disconnect_while_storing_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        desk = StalledDesk()
+        support = SupportAddresses.of(["support@localhost"])
+        handler = SupportHandler(desk, support)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: GatewaySMTP(handler, guard=guard(), data_size_limit=SIZE_LIMIT),
+            host="127.0.0.1", port=0,
+        )
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(session(b"Subject: hello\r\n\r\nbody\r\n.\r\n"))
+        await asyncio.wait_for(desk.started.wait(), 5)
+        writer.transport.abort()
+        for _ in range(100):
+            if "disconnected before" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+
+    with caplog.at_level(logging.WARNING, logger="adapters.smtp"):
+        asyncio.run(run())
+
+    assert "disconnected before its" in caplog.text
+    assert "not accepted" in caplog.text
