@@ -9,8 +9,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import and_, func, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
@@ -31,6 +33,7 @@ from gateway.model import (
     TicketState,
 )
 from gateway.paging import PageCursor, PageRequest
+from store.checkpoint import WalCheckpointer
 from store.database import (
     SQLITE_BUSY_TIMEOUT_MS,
     create_engine,
@@ -79,6 +82,7 @@ class Store:
         # they wait on the event loop instead of sleeping in SQLite's busy handler
         # (which backs off in steps of up to 100 ms) while holding a connection.
         self._sqlite_writers = WriterQueue() if self.dialect == "sqlite" else None
+        self._checkpointer = _checkpointer(url) if self.dialect == "sqlite" else None
         self._counts = StatusCountCache()
 
     async def upgrade(self) -> None:
@@ -86,6 +90,8 @@ class Store:
         await upgrade_schema_async(self.url)
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         await self._engine.dispose()
 
     @asynccontextmanager
@@ -109,27 +115,32 @@ class Store:
         for a statement that may scan many rows.
         """
         with short_statements_on_loop(short and self.dialect == "sqlite"):
-            async with (
-                self._writer_turn(bulk),
-                AsyncSession(self._write_engine, expire_on_commit=False) as session,
-            ):
-                try:
-                    async with session.begin():
-                        tx = Transaction(session, self.dialect, self._counts)
-                        yield tx
-                        await tx.write_pending_raw()
-                    self._counts.clear()
-                except DuplicateDelivery:
-                    raise
-                except IntegrityError as exc:
-                    # On PostgreSQL a second instance that applies the same message
-                    # waits on the unique index and fails here once the first one
-                    # commits. That is a redelivery, not an error.
-                    if _is_dedupe_violation(exc):
-                        raise DuplicateDelivery("inbound_messages.dedupe_key") from exc
-                    raise
-                except SQLAlchemyError as exc:
-                    raise StorageUnavailable(f"database write failed: {exc}") from exc
+            try:
+                async with (
+                    self._writer_turn(bulk),
+                    AsyncSession(self._write_engine, expire_on_commit=False) as session,
+                ):
+                    try:
+                        async with session.begin():
+                            tx = Transaction(session, self.dialect, self._counts)
+                            yield tx
+                            await tx.write_pending_raw()
+                        self._counts.clear()
+                    except DuplicateDelivery:
+                        raise
+                    except IntegrityError as exc:
+                        # On PostgreSQL a second instance that applies the same message
+                        # waits on the unique index and fails here once the first one
+                        # commits. That is a redelivery, not an error.
+                        if _is_dedupe_violation(exc):
+                            raise DuplicateDelivery("inbound_messages.dedupe_key") from exc
+                        raise
+                    except SQLAlchemyError as exc:
+                        raise StorageUnavailable(f"database write failed: {exc}") from exc
+            finally:
+                # After the writer's turn, so that copying the log holds up no writer.
+                if self._checkpointer is not None:
+                    self._checkpointer.after_write()
 
     @asynccontextmanager
     async def _writer_turn(self, bulk: bool) -> AsyncIterator[None]:
@@ -922,6 +933,14 @@ def _ticket_state_of(row: TicketRow, builder: Builder, *, duplicate_of: int | No
         app_name=row.app_name,
         builder=builder,
     )
+
+
+def _checkpointer(url: str) -> WalCheckpointer | None:
+    """Return the WAL checkpointer of the SQLite file at URL, or None for a memory database."""
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return WalCheckpointer(Path(database), busy_timeout_seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)
 
 
 def _is_dedupe_violation(exc: IntegrityError) -> bool:
