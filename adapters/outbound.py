@@ -694,8 +694,14 @@ def _address_value(name: str, address: str, display_name: str) -> str:
     clean = _clean_header_text(display_name, f"{name} display name")
     if not clean:
         return addr_spec
-    if "=?" not in clean and _PLAIN_PHRASE_RE.fullmatch(clean):
-        return _fold_words(name, [*clean.split(" "), f"<{addr_spec}>"])
+    words = clean.split(" ")
+    # A word longer than a line cannot be folded, but encoded-words split it.
+    if (
+        "=?" not in clean
+        and _PLAIN_PHRASE_RE.fullmatch(clean)
+        and max(len(word) for word in words) <= _FOLD_COLUMN - len(name) - 2
+    ):
+        return _fold_words(name, [*words, f"<{addr_spec}>"])
     if "=?" not in clean and clean.isascii() and clean.isprintable():
         quoted = clean.replace("\\", "\\\\").replace('"', '\\"')
         value = f'"{quoted}" <{addr_spec}>'

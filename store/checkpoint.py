@@ -38,7 +38,11 @@ class WalCheckpointer:
         self.last_result: tuple[int, int, int] | None = None
 
     def after_write(self) -> None:
-        """Start a checkpoint when the log has grown past the threshold and none runs."""
+        """Start a checkpoint when the log has grown past the threshold and none runs.
+
+        The file's size measures the log's content because the connections
+        set journal_size_limit below the threshold (store/database.py).
+        """
         if self._running is not None and not self._running.done():
             return
         try:

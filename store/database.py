@@ -34,6 +34,11 @@ POSTGRES_POOL_RECYCLE_SECONDS = 1800
 # takes a while.
 SHORT_STATEMENT_MAX_PARAMETER_BYTES = 64 * 1024
 
+# SQLite cuts the WAL file back to this size when it starts the log over after
+# a complete checkpoint. It is below the checkpoint threshold, so the file's
+# size shows when the log contains enough to copy.
+WAL_SIZE_LIMIT_BYTES = 1024 * 1024
+
 # Set while a short SQLite write transaction runs (see short_statements_on_loop).
 _statements_on_loop: ContextVar[bool] = ContextVar("statements_on_loop", default=False)
 
@@ -174,6 +179,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         # Store.write checkpoints the log after the writer's turn (store/checkpoint.py).
         cursor.execute("PRAGMA wal_autocheckpoint=0")
+        # Without a limit the log file keeps its largest size once SQLite starts
+        # it over, and its size would no longer show how much it contains.
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

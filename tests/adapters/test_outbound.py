@@ -827,6 +827,7 @@ RISKY_NAMES = {
     "long atext words": "Ada Lovelace the builder of many fine apps on the platform " * 2,
     "long non-ASCII with specials": "Jürgen «Jo» Müller, Jr. <jo@example.org>; " * 3,
     "literal encoded-word marker": "Ada =?x? Lovelace",
+    "one word longer than a header line": "A" * 2000,
 }
 
 

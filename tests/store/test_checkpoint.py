@@ -99,3 +99,26 @@ def test_reader_snapshot_limits_checkpoint(tmp_path: Path) -> None:
     assert result is not None
     _busy, frames, copied = result
     assert copied < frames
+
+
+def test_log_file_shrinks_after_a_checkpoint(tmp_path: Path) -> None:
+    # After a complete checkpoint, the next write starts the log over and cuts
+    # the file back, so later small writes start no checkpoint of their own.
+    async def run() -> tuple[int, object, object]:
+        store = await open_store(tmp_path)
+        try:
+            await write_blob(store, CHECKPOINT_WAL_BYTES + 1024)
+            await store._checkpointer.wait()
+            first = store._checkpointer.last_result
+            await write_blob(store, 1024)
+            await store._checkpointer.wait()
+            size = (tmp_path / "gateway.db-wal").stat().st_size
+            return size, first, store._checkpointer.last_result
+        finally:
+            await store.close()
+
+    size, first, last = asyncio.run(run())
+
+    assert size < CHECKPOINT_WAL_BYTES
+    assert first is not None
+    assert last is first
