@@ -68,7 +68,7 @@ _PLAIN_PHRASE_RE = re.compile(rf"{_ATEXT}(?: {_ATEXT})*")
 # 45 bytes make 60 base64 characters, so "=?utf-8?b?...?=" stays within the 75
 # characters that RFC 2047 allows an encoded-word.
 _ENCODED_WORD_MAX_BYTES = 45
-# Header names that the email package parses by their own grammar.
+# Header names that the email package parses with a grammar of their own.
 _STRUCTURED_HEADERS = frozenset(_POLICY.header_factory.registry)
 
 # Headers that compose_email sets itself, so extra_headers must not repeat them.
@@ -787,7 +787,7 @@ def _encode_text_part(content: str) -> tuple[str, str]:
 
 
 def _new_boundary(*payloads: str) -> str:
-    """Return a MIME boundary, in the email package's form, that no PAYLOADS line starts."""
+    """Return a MIME boundary in the email package's form that appears in none of PAYLOADS."""
     while True:
         boundary = f"{'=' * 15}{secrets.randbelow(10 ** 19):019d}=="
         if not any(f"--{boundary}" in payload for payload in payloads):

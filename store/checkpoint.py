@@ -9,8 +9,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# SQLite's own automatic checkpoint starts at 1,000 pages, 4 MiB with the
-# default page size. The gateway keeps that threshold.
+# SQLite's own automatic checkpoint starts at 1,000 pages, about 4 MB with the
+# default page size of 4,096 bytes. The gateway uses about the same threshold.
 CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 
 

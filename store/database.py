@@ -68,8 +68,8 @@ def short_statements_on_loop(enabled: bool) -> Iterator[None]:
 class _SQLiteConnection(aiosqlite.Connection):
     """An aiosqlite connection that runs short statements inline when asked to.
 
-    NOTE: this overrides _execute, aiosqlite's internal dispatch to its thread,
-    as aiosqlite 0.22 writes it; pyproject.toml keeps aiosqlite below 0.23.
+    NOTE: _execute is aiosqlite's internal dispatch to its thread, overridden
+    here as aiosqlite 0.22 writes it. pyproject.toml keeps aiosqlite below 0.23.
     """
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -81,6 +81,7 @@ class _SQLiteConnection(aiosqlite.Connection):
 
 
 def _is_short_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+    """Return True for a cursor call that may run on the event loop thread."""
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, sqlite3.Connection):
         return getattr(fn, "__name__", "") == "cursor"

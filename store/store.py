@@ -138,7 +138,7 @@ class Store:
                     except SQLAlchemyError as exc:
                         raise StorageUnavailable(f"database write failed: {exc}") from exc
             finally:
-                # After the writer's turn, so that copying the log holds up no writer.
+                # After the writer's turn, so that copying the log delays no writer.
                 if self._checkpointer is not None:
                     self._checkpointer.after_write()
 

@@ -760,7 +760,7 @@ def without_boundary(data: bytes) -> bytes:
 
 
 def general_bytes(**overrides: Any) -> bytes:
-    """Compose with EmailMessage alone, as compose_email does when a value needs it."""
+    """Compose with EmailMessage alone, as compose_email does for a reply with files."""
     original = outbound._compose_direct
     outbound._compose_direct = lambda *args: None  # type: ignore[assignment]
     try:
