@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# -rs lists each skipped test with its reason, such as a missing Chromium.
+PYTEST_ARGS ?= -rs
 
 .PHONY: run test bench lock clean
 

@@ -403,7 +403,8 @@ def tickets_list(context: click.Context, status: str | None, limit: int) -> None
             await store.close()
 
     listing = _run(work)
-    click.echo(f"{listing.total} tickets, {listing.open} open")
+    noun = "ticket" if listing.total == 1 else "tickets"
+    click.echo(f"{listing.total} {noun}, {listing.open} open")
     for t in listing.tickets:
         click.echo(
             f"#{t.number}\t{t.status_label}\t{t.severity}\t{t.category}\t"

@@ -143,6 +143,7 @@ def test_inject_prints_reply_and_tickets_show(ada: RunningGateway, tmp_path: Pat
     code, listing = _run(config_file, "tickets", "list")
     assert code == 0
     assert "#1\tIn review\tsev2\tpublished_app\tada@example.com" in listing
+    assert "1 ticket, 1 open" in listing
 
     code, shown = _run(config_file, "tickets", "show", "1")
     assert code == 0
