@@ -262,7 +262,12 @@ class GatewaySMTP(SMTP):
             await self.push("552 Error: Too much mail data")
             self._set_post_data_state()
             return
-        content = data.content()
+        if data.size >= LARGE_MESSAGE_BYTES:
+            # bytes.join lets go of the GIL while it copies megabytes, so other
+            # sessions go on meanwhile.
+            content = await asyncio.to_thread(data.content)
+        else:
+            content = data.content()
         self.envelope.content = content
         self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
@@ -319,7 +324,10 @@ class DataReader:
         self._line_length_limit = line_length_limit
         self._size_limit = size_limit
         self._received = 0
-        self._text = bytearray()
+        # Kept as blocks and joined once at the end: appending to one growing
+        # buffer copies it again each time it moves.
+        self._text: list[bytes] = []
+        self._text_bytes = 0
         # The bytes after the last CRLF; empty exactly at the start of a line.
         self._partial = b""
 
@@ -344,7 +352,9 @@ class DataReader:
             if _has_long_line(lines, self._line_length_limit):
                 self._discard(DataState.LINE_TOO_LONG)
             else:
-                self._text += _unstuff(lines)
+                text = _unstuff(lines)
+                self._text.append(text)
+                self._text_bytes += len(text)
         if self._partial_too_long():
             self._discard(DataState.LINE_TOO_LONG)
         if self.state is not DataState.NOMINAL and len(self._partial) > 1:
@@ -352,13 +362,18 @@ class DataReader:
             self._partial = self._partial[-1:]
         return ended
 
+    @property
+    def size(self) -> int:
+        """Bytes of text kept so far."""
+        return self._text_bytes
+
     def content(self) -> bytes:
         """Return the text received, with the leading dots of lines removed.
 
-        The reader lets go of its own copy, so only the returned one stays.
+        The reader lets go of its own blocks, so only the returned copy stays.
         """
-        text, self._text = self._text, bytearray()
-        return bytes(text)
+        text, self._text, self._text_bytes = self._text, [], 0
+        return b"".join(text)
 
     def _partial_too_long(self) -> bool:
         # The line's text is at least this long, whatever its end brings.
@@ -368,7 +383,7 @@ class DataReader:
     def _discard(self, state: DataState) -> None:
         if self.state is DataState.NOMINAL:
             self.state = state
-        self._text = bytearray()
+        self._text, self._text_bytes = [], 0
 
 
 def _has_long_line(lines: bytes, limit: int) -> bool:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from gateway.attachments import AttachmentCheck
 from gateway.model import ParsedMail
 
 
@@ -47,3 +48,5 @@ class Step:
     inbound_id: int
     dedupe_key: str
     now: datetime
+    # The message's files, checked before the transaction began.
+    checked: AttachmentCheck

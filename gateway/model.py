@@ -221,3 +221,12 @@ class TicketState:
     duplicate_of: int | None
     app_name: str | None
     builder: Builder
+
+
+@dataclass(frozen=True)
+class StagedRaw:
+    """The raw bytes of a large message, already stored in slices under KEY."""
+
+    key: str
+    sha256: str
+    size: int

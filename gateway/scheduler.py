@@ -107,9 +107,11 @@ class ScheduledWork:
     async def prune_raw_inbound(self) -> int:
         """Drop raw inbound bytes of tickets closed before the retention time.
 
-        Also deletes the files that no attachment uses once they are a day old.
+        Also deletes the files that no attachment uses, and the slices of raw
+        messages that no inbound record uses, once they are a day old.
         """
         await self._prune_unused_blobs()
+        await self._prune_unused_raw_parts()
         days = self._reminders.raw_retention_days
         if not days:
             return 0
@@ -127,6 +129,15 @@ class ScheduledWork:
             deleted = await tx.prune_unused_blobs(stored_before=cutoff)
         if deleted:
             log.info("deleted %d stored file(s) that no attachment uses", deleted)
+
+    async def _prune_unused_raw_parts(self) -> None:
+        # Same grace as for files: the message that wrote the slices has long
+        # committed or failed by then.
+        cutoff = self._now() - UNUSED_BLOB_GRACE
+        async with self._store.write(bulk=True) as tx:
+            deleted = await tx.prune_unused_raw_parts(stored_before=cutoff)
+        if deleted:
+            log.info("deleted %d raw message slice(s) that no inbound record uses", deleted)
 
     async def _act(
         self,

@@ -22,7 +22,7 @@ from gateway.inbound import Delivery, Step, Verdict
 from gateway.limits import MessageLimits, check_message
 from gateway.machine_mail import MachineMail, drop_own_mail
 from gateway.mailer import NoticeMailer
-from gateway.model import AttachmentProblem, Builder, ParsedMail, TicketState
+from gateway.model import AttachmentProblem, Builder, ParsedMail, StagedRaw, TicketState
 from gateway.notices import NoticeRenderer, ticket_subject
 from gateway.reply_text import extract_reply
 
@@ -32,9 +32,16 @@ _SUBJECT_TICKET = re.compile(r"\[#(\d{1,12})\]")
 # Files of a message that add up to this many bytes are stored before its
 # transaction, each in its own (see Desk._store_files_first).
 FILES_FIRST_MIN_BYTES = 1024 * 1024
+# The limits of a message of this size or more are checked on a thread.
+LARGE_CHECK_MIN_BYTES = 1024 * 1024
 # A message of this size or more is stored as a bulk write, which waits for the
 # small ones on SQLite (see store/writer_queue.py).
 BULK_WRITE_MIN_BYTES = 1024 * 1024
+# The raw bytes of a message of this size or more are stored in slices before
+# its transaction (see Desk._stage_raw).
+STAGE_RAW_MIN_BYTES = 1024 * 1024
+
+UNCHECKED_FILES = AttachmentCheck(accepted=(), problems=(), skipped_inline=0)
 
 
 @dataclass(frozen=True)
@@ -127,23 +134,34 @@ class Desk:
         Raises StorageUnavailable when nothing could be stored, so that the
         caller replies with a temporary failure and the sender tries again.
         """
-        exceeded = check_message(delivery.raw, self._settings.message_limits)
+        limits = self._settings.message_limits
+        if len(delivery.raw) < LARGE_CHECK_MIN_BYTES:
+            exceeded = check_message(delivery.raw, limits)
+        else:
+            # Scanning 35 MB takes about 25 ms. On a thread, the event loop gets
+            # the GIL back every few milliseconds meanwhile.
+            exceeded = await asyncio.to_thread(check_message, delivery.raw, limits)
         if exceeded is not None:
             log.warning("rejected a %d-byte message from %s: over %s",
                         len(delivery.raw), delivery.peer or "?", exceeded.limit)
             return Verdict(exceeded.code, exceeded.enhanced, exceeded.text,
                            f"rejected_{exceeded.limit}")
+        staged = None
         try:
             # Parsing a large message takes noticeable CPU; keep it off the loop.
             mail = await asyncio.to_thread(self._parse, delivery.raw)
             robot = robots.classify(mail, delivery.mail_from)
+            # Machine mail adds no files to a ticket, so its files go unchecked.
+            checked = UNCHECKED_FILES
             if robot is None:
-                await self._store_files_first(mail)
+                checked = await self._check_files(mail)
+                await self._store_files_first(mail, checked)
+            staged = await self._stage_raw(delivery, mail)
             report = None
             if robot is not None and robot.kind == "bounce":
                 report = await asyncio.to_thread(robots.read_delivery_report,
                                                  delivery.raw)
-            return await self._apply(delivery, mail, robot, report)
+            return await self._apply(delivery, mail, robot, report, checked, staged)
         except DuplicateDelivery:
             log.info("redelivered message %s ignored", _digest(delivery.raw))
             return Verdict(250, "2.0.0", "Already received", "duplicate")
@@ -151,9 +169,19 @@ class Desk:
             raise
         except Exception as exc:
             log.exception("processing failed for a %d-byte message", len(delivery.raw))
-            return await self._keep_failed(delivery, exc)
+            return await self._keep_failed(delivery, exc, staged)
 
-    async def _store_files_first(self, mail: ParsedMail) -> None:
+    @staticmethod
+    async def _check_files(mail: ParsedMail) -> AttachmentCheck:
+        """Check the message's files, on a thread when they are large.
+
+        Hashing and sniffing megabytes would hold up every other session.
+        """
+        if sum(len(file.data) for file in mail.attachments) < FILES_FIRST_MIN_BYTES:
+            return check_attachments(mail.attachments)
+        return await asyncio.to_thread(check_attachments, mail.attachments)
+
+    async def _store_files_first(self, mail: ParsedMail, checked: AttachmentCheck) -> None:
         """Write a builder's large files in short write transactions of their own.
 
         The message's own transaction then finds each blob by its SHA-256, so it
@@ -168,12 +196,26 @@ class Desk:
         async with self._store.read() as tx:
             if not sender or await tx.find_builder(sender) is None:
                 return
-        checked = await asyncio.to_thread(check_attachments, mail.attachments)
         if not checked.ok and not self._settings.drop_failing_attachments:
             return
         for attachment in checked.accepted:
             async with self._store.write(bulk=True) as tx:
                 await tx.store_blob(attachment, now=self._now())
+
+    async def _stage_raw(self, delivery: Delivery, mail: ParsedMail) -> StagedRaw | None:
+        """Write a large message's raw bytes in slices before its own transaction.
+
+        A 35 MB message written in one statement holds SQLite's single writer,
+        or PostgreSQL's lock on the ticket counter, for a quarter of a second
+        or more, and every small message that arrives meanwhile waits for it.
+        A message already applied is not written again.
+        """
+        if delivery.inbound_id is not None or len(delivery.raw) < STAGE_RAW_MIN_BYTES:
+            return None
+        async with self._store.read() as tx:
+            if await tx.find_applied_inbound(_dedupe_key(mail, delivery.raw)) is not None:
+                return None
+        return await self._store.stage_raw(delivery.raw, now=self._now())
 
     async def _apply(
         self,
@@ -181,6 +223,8 @@ class Desk:
         mail: ParsedMail,
         robot: robots.RobotMail | None,
         report: robots.DeliveryReport | None,
+        checked: AttachmentCheck,
+        staged: StagedRaw | None = None,
     ) -> Verdict:
         # Identity is the From address; Reply-To never decides who wrote.
         sender = addresses.identity(mail.from_address)
@@ -202,8 +246,9 @@ class Desk:
                     message_id=mail.message_id,
                     outcome="received",
                     now=now,
+                    staged=staged,
                 )
-            step = Step(tx, mail, inbound_id, dedupe_key, now)
+            step = Step(tx, mail, inbound_id, dedupe_key, now, checked)
 
             own = await self._machine_mail.own_mail_signal(tx, mail)
             if own is not None:
@@ -283,7 +328,7 @@ class Desk:
         if not rules.accepts_builder_replies(ticket.status):
             return await self._reject_finished(step, ticket)
 
-        checked = check_attachments(mail.attachments)
+        checked = step.checked
         if not checked.ok and not self._settings.drop_failing_attachments:
             return await self._reject_attachments(step, ticket.builder, checked.problems, ticket)
 
@@ -354,7 +399,7 @@ class Desk:
         self, step: Step, builder: Builder, *, referred: _Match | None
     ) -> Verdict:
         tx, mail, now = step.tx, step.mail, step.now
-        checked = check_attachments(mail.attachments)
+        checked = step.checked
         if not checked.ok and not self._settings.drop_failing_attachments:
             return await self._reject_attachments(step, builder, checked.problems, None)
 
@@ -520,7 +565,9 @@ class Desk:
                        f"at most {limit} new tickets per hour are opened per sender",
                        "held_rate_limit")
 
-    async def _keep_failed(self, delivery: Delivery, error: Exception) -> Verdict:
+    async def _keep_failed(
+        self, delivery: Delivery, error: Exception, staged: StagedRaw | None = None
+    ) -> Verdict:
         # Kept as a failed record for `inbound retry`; the sender gets 250
         # because sending the same bytes again would fail the same way.
         detail = f"{type(error).__name__}: {error}"[:2000]
@@ -536,6 +583,7 @@ class Desk:
                     outcome="failed",
                     detail=detail,
                     now=self._now(),
+                    staged=staged,
                 )
             else:
                 await tx.set_inbound_outcome(inbound_id, "failed", detail=detail)

@@ -42,6 +42,7 @@ from store.models import (
     MailIndexRow,
     MessageRow,
     OutboxRow,
+    RawPartRow,
     SuppressedAddressRow,
     TicketActionRow,
     TicketReminderRow,
@@ -56,6 +57,9 @@ WAITING = "waiting_on_builder"
 DIGEST_KIND = "digest"
 # Tickets whose raw inbound mail may be pruned: they take no more replies.
 FINISHED_STATUSES = ("closed", "duplicate")
+# Keys of raw message slices deleted per statement, well under SQLite's
+# limit of bound parameters.
+PRUNE_KEYS_PER_STATEMENT = 500
 
 
 class DigestQueries:
@@ -657,10 +661,39 @@ class DigestQueries:
             TicketRow.status.in_(FINISHED_STATUSES),
             TicketRow.status_changed_at < finished_before,
         )
+        sliced = await self.session.scalars(
+            select(InboundRow.raw_parts_key)
+            .where(InboundRow.ticket_id.in_(finished), InboundRow.raw_parts_key.is_not(None))
+        )
+        keys = sliced.all()
         result = await self.session.execute(
             update(InboundRow)
-            .where(InboundRow.ticket_id.in_(finished), InboundRow.raw.is_not(None))
-            .values(raw=None)
+            .where(
+                InboundRow.ticket_id.in_(finished),
+                or_(InboundRow.raw.is_not(None), InboundRow.raw_parts_key.is_not(None)),
+            )
+            .values(raw=None, raw_parts_key=None)
+        )
+        for start in range(0, len(keys), PRUNE_KEYS_PER_STATEMENT):
+            await self.session.execute(
+                delete(RawPartRow)
+                .where(RawPartRow.parts_key.in_(keys[start : start + PRUNE_KEYS_PER_STATEMENT]))
+                .execution_options(synchronize_session=False)
+            )
+        return result.rowcount or 0
+
+    async def prune_unused_raw_parts(self, *, stored_before: datetime) -> int:
+        """Delete raw message slices that no inbound record uses, stored before a time.
+
+        Such slices belong to large messages that were written in slices and then
+        not recorded: a redelivery, or a process stopped in between. Returns how
+        many slices were deleted.
+        """
+        used = select(InboundRow.id).where(InboundRow.raw_parts_key == RawPartRow.parts_key)
+        result = await self.session.execute(
+            delete(RawPartRow)
+            .where(RawPartRow.stored_at < stored_before, ~used.exists())
+            .execution_options(synchronize_session=False)
         )
         return result.rowcount or 0
 

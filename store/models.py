@@ -170,6 +170,22 @@ class AttachmentRow(Base):
     content_type: Mapped[str] = mapped_column(String(100))
 
 
+class RawPartRow(Base):
+    """A slice of a large message's raw bytes, written before the message itself.
+
+    A message of many megabytes is written in slices, each in a short write
+    transaction of its own, so that SQLite's single writer is never held for
+    the whole message. The inbound record then refers to the slices by their key.
+    """
+
+    __tablename__ = "raw_message_parts"
+
+    parts_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    start_byte: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
 class InboundRow(Base):
     """A received email: its raw bytes and what the gateway did with it."""
 
@@ -189,6 +205,8 @@ class InboundRow(Base):
     raw_sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Set instead of raw when the raw bytes were written as RawPartRow rows.
+    raw_parts_key: Mapped[str | None] = mapped_column(String(32), index=True)
     # Set only once the message was applied, so a redelivery is recognised.
     dedupe_key: Mapped[str | None] = mapped_column(String(1000), unique=True)
     outcome: Mapped[str] = mapped_column(String(40))

@@ -1,14 +1,16 @@
-"""Large updates: raw bytes and files stored whole, blobs written first and shared."""
+"""Large updates: raw bytes in slices, files written first and shared, clean-up of both."""
 
 from __future__ import annotations
 
 import hashlib
 
+import pytest
 from sqlalchemy import func, select
 
 from conftest import RunningGateway
 from digest_support import work
-from store.models import BlobRow
+from store.models import BlobRow, RawPartRow
+from store.store import RAW_PART_BYTES
 from test_hostile_mail import MIB, large_message, outcome, png_of_size, send_crlf
 
 
@@ -125,3 +127,125 @@ def test_used_files_survive_clean_up(ada: RunningGateway) -> None:
 
     assert blob_count(ada) == 1
     assert stored_files(ada, 1) == [files[0][1]]
+
+
+def slice_lengths(gateway: RunningGateway) -> list[int]:
+    rows = gateway.sql("SELECT length(data) FROM raw_message_parts ORDER BY parts_key, start_byte")
+    return [length for (length,) in rows]
+
+
+def test_large_raw_stored_in_slices(ada: RunningGateway) -> None:
+    data = large_message([(f"shot{n}.png", png_of_size(2 * MIB + n)) for n in range(3)])
+
+    assert send_crlf(ada, data)[0] == 250
+
+    record = outcome(ada)
+    [(raw_gone, has_key, size)] = ada.sql(
+        "SELECT raw IS NULL, raw_parts_key IS NOT NULL, size_bytes "
+        "FROM inbound_messages WHERE id = :id", id=record.id)
+    assert raw_gone
+    assert has_key
+    assert size == len(data)
+    lengths = slice_lengths(ada)
+    assert sum(lengths) == len(data)
+    assert len(lengths) == -(-len(data) // RAW_PART_BYTES)
+    assert max(lengths) == RAW_PART_BYTES
+    assert stored_raw(ada, record.id) == data
+
+
+def test_small_raw_stored_whole(ada: RunningGateway) -> None:
+    data = large_message([("shot.png", png_of_size(64 * 1024))])
+
+    assert send_crlf(ada, data)[0] == 250
+
+    record = outcome(ada)
+    assert slice_lengths(ada) == []
+    assert stored_raw(ada, record.id) == data
+
+
+def test_redelivery_writes_no_slices(ada: RunningGateway) -> None:
+    data = large_message([("shot.png", png_of_size(2 * MIB))])
+    assert send_crlf(ada, data)[0] == 250
+    first = slice_lengths(ada)
+
+    code, text = send_crlf(ada, data)
+
+    assert (code, text) == (250, "2.0.0 Already received")
+    assert slice_lengths(ada) == first
+
+
+def test_unused_slices_deleted_next_day(ada: RunningGateway) -> None:
+    data = large_message([("shot.png", png_of_size(2 * MIB))])
+    assert send_crlf(ada, data)[0] == 250
+    used = slice_lengths(ada)
+    store = ada.gateway.store
+    # Slices that a message wrote before its process stopped.
+    ada.call(lambda: store.stage_raw(b"x" * (RAW_PART_BYTES + 10), now=ada.clock()))
+    assert len(slice_lengths(ada)) == len(used) + 2
+
+    ada.call(work(ada).prune_raw_inbound)
+    kept_same_day = slice_lengths(ada)
+    ada.clock.advance(days=1, minutes=1)
+    ada.call(work(ada).prune_raw_inbound)
+
+    assert len(kept_same_day) == len(used) + 2
+    assert slice_lengths(ada) == used
+    assert stored_raw(ada, outcome(ada).id) == data
+
+
+def test_closed_ticket_prune_deletes_slices(ada: RunningGateway) -> None:
+    from gateway.support import TicketChange
+
+    data = large_message([("shot.png", png_of_size(2 * MIB))])
+    assert send_crlf(ada, data)[0] == 250
+    record = outcome(ada)
+    support = ada.gateway.support_desk
+    assert support is not None
+    ada.call(lambda: support.change(1, TicketChange(status="closed"), actor="grace"))
+    ada.clock.advance(days=91)
+
+    pruned = ada.call(work(ada).prune_raw_inbound)
+
+    assert pruned == 1
+    assert slice_lengths(ada) == []
+    assert stored_raw(ada, record.id) is None
+    assert stored_files(ada, 1) == [png_of_size(2 * MIB)]
+
+
+def test_missing_slice_stores_whole(ada: RunningGateway) -> None:
+    store = ada.gateway.store
+    raw = b"Subject: slices\r\n\r\n" + b"y" * (2 * RAW_PART_BYTES)
+
+    async def record_with_a_slice_gone() -> int:
+        staged = await store.stage_raw(raw, now=ada.clock())
+        async with store.write() as tx:
+            await tx.session.execute(
+                RawPartRow.__table__.delete().where(RawPartRow.start_byte == RAW_PART_BYTES)
+            )
+        async with store.write() as tx:
+            return await tx.add_inbound(
+                raw=raw, mail_from="ada@example.com", rcpt_tos=["support@localhost"],
+                peer="test", message_id=None, outcome="failed", now=ada.clock(),
+                staged=staged,
+            )
+
+    inbound_id = ada.call(record_with_a_slice_gone)
+
+    [(raw_gone, key)] = ada.sql(
+        "SELECT raw IS NULL, raw_parts_key FROM inbound_messages WHERE id = :id", id=inbound_id)
+    assert not raw_gone
+    assert key is None
+    assert stored_raw(ada, inbound_id) == raw
+
+
+def test_damaged_slices_read_as_missing(
+    ada: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = large_message([("shot.png", png_of_size(2 * MIB))])
+    assert send_crlf(ada, data)[0] == 250
+    record = outcome(ada)
+    ada.sql("UPDATE raw_message_parts SET data = :data WHERE start_byte = 0",
+            data=b"z" * RAW_PART_BYTES)
+
+    assert stored_raw(ada, record.id) is None
+    assert "do not match its SHA-256" in caplog.text

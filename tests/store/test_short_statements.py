@@ -131,3 +131,45 @@ def test_lock_wait_keeps_loop_running(tmp_path: Path) -> None:
     assert waited >= hold_seconds * 0.8
     # The ticker sleeps 10 ms per tick, so 10 ticks show that the loop ran during the wait.
     assert ticks >= 10
+
+
+
+def test_write_turn_ends_before_session_closes(tmp_path: Path, monkeypatch: Any) -> None:
+    """The writer's turn ends before the session closes.
+
+    AsyncSession closes in a task of its own, a trip around the event loop in
+    which other work (such as a large message being read) would run while
+    every other writer waits for the turn.
+    """
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    events: list[str] = []
+    close = AsyncSession.close
+
+    async def recorded_close(self: AsyncSession) -> None:
+        events.append("session closed")
+        await close(self)
+
+    monkeypatch.setattr(AsyncSession, "close", recorded_close)
+
+    async def run() -> None:
+        store = await open_store(tmp_path)
+        queue = store._sqlite_writers
+        assert queue is not None
+        release = queue.release
+
+        def recorded_release() -> None:
+            events.append("turn ended")
+            release()
+
+        queue.release = recorded_release  # type: ignore[method-assign]
+        try:
+            for short in (True, False):
+                async with store.write(short=short) as tx:
+                    await tx.session.execute(text("SELECT count(*) FROM settings"))
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+    assert events == ["turn ended", "session closed"] * 2
