@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from conftest import RunningGateway
 from digest_support import work
+from gateway.cli import cli
+from gateway.config import Config
 from store.models import BlobRow, RawPartRow
 from store.store import RAW_PART_BYTES
-from test_hostile_mail import MIB, large_message, outcome, png_of_size, send_crlf
+from test_hostile_mail import (
+    MIB,
+    _config_file,
+    large_message,
+    outcome,
+    png_of_size,
+    send_crlf,
+)
 
 
 def blob_count(gateway: RunningGateway) -> int:
@@ -249,3 +261,30 @@ def test_damaged_slices_read_as_missing(
 
     assert stored_raw(ada, record.id) is None
     assert "do not match its SHA-256" in caplog.text
+
+
+def test_failed_large_update_retried_from_slices(
+    ada: RunningGateway, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = ada.gateway.desk
+    assert desk is not None
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("desk bug")
+
+    data = large_message([("shot.png", png_of_size(2 * MIB))])
+    monkeypatch.setattr(desk, "_apply", broken)
+    code, _ = send_crlf(ada, data)
+    monkeypatch.undo()
+    failed = outcome(ada)
+    [(key,)] = ada.sql("SELECT raw_parts_key FROM inbound_messages WHERE id = :id", id=failed.id)
+
+    retried = CliRunner().invoke(cli, ["--config", str(_config_file(config, tmp_path)),
+                                       "inbound", "retry", str(failed.id)])
+
+    assert code == 250
+    assert failed.outcome == "failed"
+    assert key is not None
+    assert retried.exit_code == 0, retried.output
+    assert "Ticket #1 opened" in retried.output
+    assert stored_files(ada, 1) == [png_of_size(2 * MIB)]
