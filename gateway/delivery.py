@@ -85,9 +85,9 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Deliver one batch of due mail; return how many outbox rows it handled."""
         failed: list[tuple[OutgoingEmail, str]] = []
-        # A claim is a few indexed statements, and the digests composed in it
-        # read one batch's rows, so the transaction is short.
-        async with self._store.write(short=True) as tx:
+        # Not a short transaction: the claimed rows' payloads can be megabytes
+        # (files of support replies), too much to read on the event loop.
+        async with self._store.write() as tx:
             claimed = await tx.claim_due_emails(
                 worker=self.worker_id, now=self._now(), lease=self._claim_lease, limit=BATCH_SIZE
             )

@@ -32,9 +32,6 @@ _SUBJECT_TICKET = re.compile(r"\[#(\d{1,12})\]")
 # Files of a message that add up to this many bytes are stored before its
 # transaction, each in its own (see Desk._store_files_first).
 FILES_FIRST_MIN_BYTES = 1024 * 1024
-# A message of this size or more is parsed on a thread. A 2 KB message takes
-# about a millisecond, so it is parsed on the loop without a trip to a thread.
-PARSE_ON_THREAD_MIN_BYTES = 64 * 1024
 # The limits of a message of this size or more are checked on a thread.
 LARGE_CHECK_MIN_BYTES = 1024 * 1024
 # A message of this size or more is stored as a bulk write, which waits for the
@@ -151,11 +148,9 @@ class Desk:
                            f"rejected_{exceeded.limit}")
         staged = None
         try:
-            if len(delivery.raw) < PARSE_ON_THREAD_MIN_BYTES:
-                mail = self._parse(delivery.raw)
-            else:
-                # Parsing a large message takes noticeable CPU; keep it off the loop.
-                mail = await asyncio.to_thread(self._parse, delivery.raw)
+            # Parsing can take noticeable CPU, even for a small message with many
+            # long headers, so it stays off the loop.
+            mail = await asyncio.to_thread(self._parse, delivery.raw)
             robot = robots.classify(mail, delivery.mail_from)
             # Machine mail adds no files to a ticket, so its files go unchecked.
             checked = UNCHECKED_FILES
@@ -169,9 +164,12 @@ class Desk:
                                                  delivery.raw)
             return await self._apply(delivery, mail, robot, report, checked, staged)
         except DuplicateDelivery:
+            await self._discard_staged(staged)
             log.info("redelivered message %s ignored", _digest(delivery.raw))
             return Verdict(250, "2.0.0", "Already received", "duplicate")
         except StorageUnavailable:
+            # The sender tries again later and would leave one more copy each time.
+            await self._discard_staged(staged)
             raise
         except Exception as exc:
             log.exception("processing failed for a %d-byte message", len(delivery.raw))
@@ -222,6 +220,16 @@ class Desk:
             if await tx.find_applied_inbound(_dedupe_key(mail, delivery.raw)) is not None:
                 return None
         return await self._store.stage_raw(delivery.raw, now=self._now())
+
+    async def _discard_staged(self, staged: StagedRaw | None) -> None:
+        """Delete slices that Desk._stage_raw wrote for a message that was not recorded."""
+        if staged is None:
+            return
+        try:
+            await self._store.discard_staged_raw(staged)
+        except StorageUnavailable:
+            log.warning("could not delete slices %s, so the scheduled clean-up "
+                        "deletes them after a day", staged.key)
 
     async def _apply(
         self,

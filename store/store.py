@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -181,6 +181,17 @@ class Store:
                 await tx.add_raw_part(key, start, raw[start : start + RAW_PART_BYTES], now=now)
         log.debug("stored a %d-byte message in slices under %s", len(raw), key)
         return StagedRaw(key=key, sha256=sha256, size=len(raw))
+
+    async def discard_staged_raw(self, staged: StagedRaw) -> None:
+        """Delete the slices under STAGED.key, unless an inbound record refers to them."""
+        used = select(InboundRow.id).where(InboundRow.raw_parts_key == staged.key)
+        async with self.write(bulk=True) as tx:
+            result = await tx.session.execute(
+                delete(RawPartRow)
+                .where(RawPartRow.parts_key == staged.key, ~used.exists())
+                .execution_options(synchronize_session=False)
+            )
+        log.info("deleted %d slice(s) of a message that was not recorded", result.rowcount or 0)
 
     async def ping(self) -> bool:
         """Return True when the database responds to a trivial query."""

@@ -475,3 +475,33 @@ def test_nul_characters_in_body_are_dropped(ada: RunningGateway) -> None:
     ticket = ada.ticket(1)
     assert "\x00" not in ticket.description
     assert "Portal login fails for every user" in ticket.description
+
+
+def test_small_message_parsed_off_loop(
+    ada: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small message is parsed on a thread too.
+
+    Its size does not bound the parse: a 60 KB message with many long parameter
+    lists takes over a second of CPU.
+    """
+    import threading
+
+    desk = ada.gateway.desk
+    assert desk is not None
+    parse = desk._parse
+    parse_threads: list[int] = []
+
+    def recorded(raw: bytes) -> Any:
+        parse_threads.append(threading.get_ident())
+        return parse(raw)
+
+    async def loop_thread() -> int:
+        return threading.get_ident()
+
+    monkeypatch.setattr(desk, "_parse", recorded)
+    code, text = ada.send(message())
+
+    assert code == 250, text
+    assert len(parse_threads) == 1
+    assert parse_threads[0] != ada.call(loop_thread)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
@@ -14,6 +16,8 @@ from conftest import RunningGateway
 from digest_support import work
 from gateway.cli import cli
 from gateway.config import Config
+from gateway.errors import StorageUnavailable
+from store.database import MIGRATIONS_DIR, upgrade_schema
 from store.models import BlobRow, RawPartRow
 from store.store import RAW_PART_BYTES
 from test_hostile_mail import (
@@ -288,3 +292,43 @@ def test_failed_large_update_retried_from_slices(
     assert retried.exit_code == 0, retried.output
     assert "Ticket #1 opened" in retried.output
     assert stored_files(ada, 1) == [png_of_size(2 * MIB)]
+
+
+def test_failed_transaction_deletes_its_slices(
+    ada: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = ada.gateway.desk
+    assert desk is not None
+
+    async def unavailable(*args: Any) -> Any:
+        raise StorageUnavailable("database write failed: disk I/O error")
+
+    data = large_message([("shot.png", png_of_size(2 * MIB))])
+    monkeypatch.setattr(desk, "_apply", unavailable)
+    codes = [send_crlf(ada, data)[0] for _ in range(2)]
+    monkeypatch.undo()
+
+    assert codes == [451, 451]
+    assert slice_lengths(ada) == []
+
+
+def test_downgrade_puts_slices_back_into_raw(ada: RunningGateway) -> None:
+    data = large_message([("shot.png", png_of_size(2 * MIB))])
+    assert send_crlf(ada, data)[0] == 250
+    record = outcome(ada)
+    url = ada.gateway.store.url
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url
+
+    command.downgrade(config, "0007")
+    [(raw,)] = ada.sql("SELECT raw FROM inbound_messages WHERE id = :id", id=record.id)
+    tables = ada.sql("SELECT count(*) FROM information_schema.tables "
+                     "WHERE table_name = 'raw_message_parts'"
+                     if ada.gateway.store.dialect == "postgresql" else
+                     "SELECT count(*) FROM sqlite_master WHERE name = 'raw_message_parts'")
+    upgrade_schema(url)
+
+    assert bytes(raw) == data
+    assert tables == [(0,)]
+    assert stored_raw(ada, record.id) == data

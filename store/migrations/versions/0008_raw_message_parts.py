@@ -42,7 +42,28 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
-        batch_op.drop_index("ix_inbound_messages_raw_parts_key")
-        batch_op.drop_column("raw_parts_key")
+    bind = op.get_bind()
+    # The code before this revision reads only inbound_messages.raw, so the
+    # slices go back into it, one message at a time.
+    sliced = bind.execute(sa.text(
+        "SELECT id, raw_parts_key FROM inbound_messages WHERE raw_parts_key IS NOT NULL"
+    )).all()
+    for inbound_id, key in sliced:
+        parts = bind.execute(
+            sa.text("SELECT data FROM raw_message_parts WHERE parts_key = :key "
+                    "ORDER BY start_byte"),
+            {"key": key},
+        ).scalars().all()
+        bind.execute(
+            sa.text("UPDATE inbound_messages SET raw = :raw WHERE id = :id")
+            .bindparams(sa.bindparam("raw", type_=sa.LargeBinary())),
+            {"raw": b"".join(parts), "id": inbound_id},
+        )
+    op.drop_index("ix_inbound_messages_raw_parts_key", table_name="inbound_messages")
+    if bind.dialect.name == "sqlite":
+        # A batch copy of inbound_messages would break the foreign keys that
+        # refer to it. SQLite 3.35 and later drop an unindexed column in place.
+        op.execute("ALTER TABLE inbound_messages DROP COLUMN raw_parts_key")
+    else:
+        op.drop_column("inbound_messages", "raw_parts_key")
     op.drop_table("raw_message_parts")
