@@ -85,9 +85,10 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Deliver one batch of due mail; return how many outbox rows it handled."""
         failed: list[tuple[OutgoingEmail, str]] = []
-        # Not a short transaction: the claimed rows' payloads can be megabytes
-        # (files of support replies), too much to read on the event loop.
-        async with self._store.write() as tx:
+        # The claim is short: a few indexed statements, and the digests composed
+        # in it read one batch's rows. Large payloads are still fetched on the
+        # connection's thread (see claim_outbox_rows).
+        async with self._store.write(short=True) as tx:
             claimed = await tx.claim_due_emails(
                 worker=self.worker_id, now=self._now(), lease=self._claim_lease, limit=BATCH_SIZE
             )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from store.database import SHORT_STATEMENT_MAX_PARAMETER_BYTES, short_statements_on_loop
 from store.models import OutboxRow
 
 
@@ -50,7 +52,15 @@ async def claim_outbox_rows(
         .where(OutboxRow.id.in_(ids))
         .values(claimed_by=worker, claimed_until=now + lease)
     )
-    rows = await session.scalars(
-        select(OutboxRow).where(OutboxRow.id.in_(ids)).order_by(OutboxRow.id)
+    # A payload can carry megabytes of files. Inside a short SQLite transaction,
+    # such rows are still fetched on the connection's thread, off the event loop.
+    size = await session.scalar(
+        select(func.coalesce(func.sum(func.length(OutboxRow.payload)), 0))
+        .where(OutboxRow.id.in_(ids))
     )
-    return list(rows)
+    large = (size or 0) > SHORT_STATEMENT_MAX_PARAMETER_BYTES
+    with short_statements_on_loop(False) if large else nullcontext():
+        rows = await session.scalars(
+            select(OutboxRow).where(OutboxRow.id.in_(ids)).order_by(OutboxRow.id)
+        )
+        return list(rows)

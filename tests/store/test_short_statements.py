@@ -173,3 +173,49 @@ def test_write_turn_ends_before_session_closes(tmp_path: Path, monkeypatch: Any)
     asyncio.run(run())
 
     assert events == ["turn ended", "session closed"] * 2
+
+
+@pytest.mark.parametrize(("payload_bytes", "on_loop"), [(6 * 1024, True), (4 * 1024 * 1024, False)])
+def test_claim_fetches_large_payloads_off_loop(
+    tmp_path: Path, payload_bytes: int, on_loop: bool
+) -> None:
+    """A short claim fetches its rows on the loop unless their payloads are large."""
+    from datetime import UTC, datetime, timedelta
+
+    from store.models import OutboxRow
+
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+    async def run() -> tuple[list[int], int, list[int]]:
+        store = await open_store(tmp_path)
+        try:
+            async with store.write() as tx:
+                for number in range(2):
+                    tx.session.add(OutboxRow(
+                        channel="email", kind="support_reply", sender="support@example.com",
+                        recipient=f"builder{number}@example.com", payload=b"p" * payload_bytes,
+                        state="pending", attempts=0, created_at=now, next_attempt_at=now,
+                    ))
+            fetch_threads: list[int] = []
+            async with store.write(short=True) as tx:
+                connection = await tx.session.connection()
+                raw = await connection.get_raw_connection()
+
+                def trace(statement: str) -> None:
+                    if statement.lstrip().startswith("SELECT outbox.id, outbox.channel"):
+                        fetch_threads.append(threading.get_ident())
+
+                raw.driver_connection._connection.set_trace_callback(trace)
+                emails = await tx.claim_due_emails(
+                    worker="test", now=now, lease=timedelta(minutes=5), limit=10
+                )
+                raw.driver_connection._connection.set_trace_callback(None)
+            return fetch_threads, threading.get_ident(), [len(e.data) for e in emails]
+        finally:
+            await store.close()
+
+    fetch_threads, loop_thread, sizes = asyncio.run(run())
+
+    assert sizes == [payload_bytes, payload_bytes]
+    assert len(fetch_threads) == 1
+    assert (fetch_threads[0] == loop_thread) is on_loop
