@@ -85,9 +85,9 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Deliver one batch of due mail; return how many outbox rows it handled."""
         failed: list[tuple[OutgoingEmail, str]] = []
-        # The claim is short: a few indexed statements, and the digests composed
-        # in it read one batch's rows. Large payloads are still fetched on the
-        # connection's thread (see claim_outbox_rows).
+        # The claim is short: a few indexed statements, and composing the batch's
+        # queued digests. Rows with large payloads are still claimed and fetched
+        # on the connection's thread (see claim_outbox_rows).
         async with self._store.write(short=True) as tx:
             claimed = await tx.claim_due_emails(
                 worker=self.worker_id, now=self._now(), lease=self._claim_lease, limit=BATCH_SIZE
@@ -132,7 +132,8 @@ class OutboxWorker:
     async def _finish(self, email: Any, error: str | None, retry_at: datetime | None) -> None:
         async with self._store.write(short=True) as tx:
             kept = await tx.finish_email(
-                email.id, worker=self.worker_id, now=self._now(), error=error, retry_at=retry_at
+                email.id, worker=self.worker_id, now=self._now(), error=error, retry_at=retry_at,
+                payload_bytes=len(email.data),
             )
         if not kept:
             log.warning("outbox %d claim expired before the attempt was recorded", email.id)

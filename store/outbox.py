@@ -32,7 +32,7 @@ async def claim_outbox_rows(
     instances claim different rows at once; SQLite writers take turns anyway.
     """
     due = (
-        select(OutboxRow.id)
+        select(OutboxRow.id, func.length(OutboxRow.payload))
         .where(
             OutboxRow.channel == channel,
             OutboxRow.state == "pending",
@@ -44,22 +44,20 @@ async def claim_outbox_rows(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = list(await session.scalars(due))
-    if not ids:
+    sizes = {row_id: size for row_id, size in await session.execute(due)}
+    if not sizes:
         return []
-    await session.execute(
-        update(OutboxRow)
-        .where(OutboxRow.id.in_(ids))
-        .values(claimed_by=worker, claimed_until=now + lease)
-    )
-    # A payload can carry megabytes of files. Inside a short SQLite transaction,
-    # such rows are still fetched on the connection's thread, off the event loop.
-    size = await session.scalar(
-        select(func.coalesce(func.sum(func.length(OutboxRow.payload)), 0))
-        .where(OutboxRow.id.in_(ids))
-    )
-    large = (size or 0) > SHORT_STATEMENT_MAX_PARAMETER_BYTES
+    ids = list(sizes)
+    # A payload can carry megabytes of files. SQLite rewrites the whole row when
+    # the claim sets its columns, and the fetch copies the payload, so inside a
+    # short transaction large rows are claimed on the connection's thread.
+    large = sum(size or 0 for size in sizes.values()) > SHORT_STATEMENT_MAX_PARAMETER_BYTES
     with short_statements_on_loop(False) if large else nullcontext():
+        await session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(ids))
+            .values(claimed_by=worker, claimed_until=now + lease)
+        )
         rows = await session.scalars(
             select(OutboxRow).where(OutboxRow.id.in_(ids)).order_by(OutboxRow.id)
         )

@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from gateway.model import (
 from gateway.paging import PageCursor, PageRequest
 from store.checkpoint import WalCheckpointer
 from store.database import (
+    SHORT_STATEMENT_MAX_PARAMETER_BYTES,
     SQLITE_BUSY_TIMEOUT_MS,
     create_engine,
     short_statements_on_loop,
@@ -967,8 +968,15 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         now: datetime,
         error: str | None = None,
         retry_at: datetime | None = None,
+        payload_bytes: int | None = None,
     ) -> bool:
-        """Record one delivery attempt; return False when the claim was lost."""
+        """Record one delivery attempt; return False when the claim was lost.
+
+        PAYLOAD_BYTES is the size of the row's payload when the caller knows it.
+        SQLite rewrites the whole row, payload included, so inside a short
+        transaction a row that is large, or of unknown size, is updated on the
+        connection's thread.
+        """
         values: dict[str, object] = {
             "attempts": OutboxRow.attempts + 1,
             "claimed_by": None,
@@ -981,17 +989,19 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             values.update(state="failed")
         else:
             values.update(next_attempt_at=retry_at)
-        result = await self.session.execute(
-            update(OutboxRow)
-            .where(
-                and_(
-                    OutboxRow.id == outbox_id,
-                    OutboxRow.claimed_by == worker,
-                    OutboxRow.state == "pending",
+        small = payload_bytes is not None and payload_bytes <= SHORT_STATEMENT_MAX_PARAMETER_BYTES
+        with nullcontext() if small else short_statements_on_loop(False):
+            result = await self.session.execute(
+                update(OutboxRow)
+                .where(
+                    and_(
+                        OutboxRow.id == outbox_id,
+                        OutboxRow.claimed_by == worker,
+                        OutboxRow.state == "pending",
+                    )
                 )
+                .values(**values)
             )
-            .values(**values)
-        )
         return result.rowcount == 1
 
     async def outbox_counts(self) -> dict[str, int]:
