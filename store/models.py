@@ -241,7 +241,9 @@ class OutboxRow(Base):
     """A message waiting to leave, claimed by one worker at a time."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+    # Each worker claims the due rows of its own channel, so the channel leads.
+    # Then a backlog of Slack calls does not lengthen the scan of an email claim.
+    __table_args__ = (Index("ix_outbox_due", "channel", "state", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[str] = mapped_column(String(10))

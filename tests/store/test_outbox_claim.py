@@ -292,3 +292,37 @@ def test_failed_claim_leaves_rows_due(tmp_path: Path, marker: str, replacement: 
     assert handled == 3
     assert sorted(delivered) == recipients
     assert next_batch == 0
+
+
+@sqlite_only
+def test_email_claim_searches_its_channel_only(tmp_path: Path) -> None:
+    """The due rows of the email channel are found by index, without walking Slack's."""
+
+    async def run() -> list[str]:
+        store = await open_store(tmp_path)
+        claims: list[tuple[str, Any]] = []
+
+        def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                   executemany: bool) -> None:
+            if statement.startswith("SELECT outbox.id, length(outbox.payload)"):
+                claims.append((statement, parameters))
+
+        event.listen(store._engine.sync_engine, "before_cursor_execute", before)
+        try:
+            await queue_emails(store, 1, SMALL_PAYLOAD_BYTES)
+            async with store.write() as tx:
+                await tx.claim_due_emails(worker="test", now=NOW, lease=LEASE, limit=10)
+            [(statement, parameters)] = claims
+            async with store.read() as tx:
+                connection = await tx.session.connection()
+                result = await connection.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN {statement}", parameters)
+                return [str(row[-1]) for row in result]
+        finally:
+            await store.close()
+
+    plan = asyncio.run(run())
+
+    searches = [step for step in plan if "outbox" in step]
+    assert len(searches) == 1
+    assert "USING INDEX ix_outbox_due (channel=? AND state=? AND next_attempt_at<?)" in searches[0]
