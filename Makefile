@@ -45,8 +45,12 @@ test: $(STAMP)
 	fi
 
 # Benchmarks (docs/benchmarks.md). BENCH_SCALE=small checks the harness in a few
-# minutes; the default full scale takes about 15 minutes on 2 cores. The peer
-# baseline, django-helpdesk, gets its own virtualenv so Django never enters ours.
+# minutes; the default full scale takes about 10 minutes on 2 cores. Only a
+# full-scale run of every workload rewrites docs/benchmarks.md; other runs write
+# bench/.partial-benchmarks.md unless BENCH_ARGS has --out. PostgreSQL must answer
+# at GATEWAY_BENCH_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres),
+# which gets bench_* databases created and dropped, unless BENCH_ARGS=--no-postgres.
+# The peer baseline, django-helpdesk, gets its own virtualenv so Django never enters ours.
 BENCH_SCALE ?= full
 BENCH_ARGS ?=
 PEER_VENV := bench/.peer-venv

@@ -223,8 +223,9 @@ def measure(ctx: Any, backend: str, builders: int, tickets: int) -> dict[str, An
     # A run over thousands of builders takes long enough that a warm-up run adds
     # nothing but time; the smaller count gets one.
     warm_up = builders == min(ctx.scale.l6_builders)
-    runs, repeated = asyncio.run(run_digests(config_path, reps=ctx.scale.l6_reps,
-                                             warm_up=warm_up))
+    with targets.gateway_log_to(ctx.workdir / f"{label}.log"):
+        runs, repeated = asyncio.run(run_digests(config_path, reps=ctx.scale.l6_reps,
+                                                 warm_up=warm_up))
     exactly_once = all(run.queued == due and run.outbox_added == due
                        and run.recipients_added == due and run.delivered == due
                        and run.delivered_recipients == due for run in runs)

@@ -189,12 +189,11 @@ def measure(ctx: Any, backend: str) -> dict[str, Any]:
         url = asyncio.run(targets.create_postgres_database(database))
         ctx.databases.append(database)
     asyncio.run(targets.seed(url, tickets=scale.l7_posts // STEPS_PER_TICKET))
-    # One INFO line per post and a warning per 429 would drown the run's log.
-    for name in ("gateway.slack_delivery", "adapters.slack_poster"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    result = asyncio.run(fan_out(url, posts=scale.l7_posts, rate=scale.l7_rate,
-                                 burst=scale.l7_burst,
-                                 deadline_seconds=scale.l7_posts / scale.l7_rate * 3 + 30))
+    # One INFO line per post and a warning per 429 go to the file, not the console.
+    with targets.gateway_log_to(ctx.workdir / f"{label}.log"):
+        result = asyncio.run(fan_out(url, posts=scale.l7_posts, rate=scale.l7_rate,
+                                     burst=scale.l7_burst,
+                                     deadline_seconds=scale.l7_posts / scale.l7_rate * 3 + 30))
     return {"backend": backend, "rate": scale.l7_rate, "burst": scale.l7_burst,
             **result.__dict__}
 

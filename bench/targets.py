@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 from sqlalchemy import insert, text, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from bench import corpus
+from bench.relaxed_serve import relaxed_durability
 from store import Store
 from store.models import AppRow, BuilderRow, Counter, MailIndexRow, MessageRow, TicketRow
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# A PostgreSQL server on which the harness may create and drop bench_* databases.
+DATABASE_URL_VARIABLE = "GATEWAY_BENCH_DATABASE_URL"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPLY_SIGNING_KEY = "bench-reply-signing-key-not-secret"
 SEED_CHUNK = 5000
 # Ticket statuses in the seeded store, about as a busy desk has them.
@@ -47,7 +55,8 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path) -
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-            raise RuntimeError(f"server exited with {process.returncode}:\n{tail}")
+            raise RuntimeError(f"server exited with {process.returncode}; "
+                               f"its output is in {log_path}:\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -109,12 +118,13 @@ def start_sink(mode: str, workdir: Path) -> Server:
     """Start a baseline sink ("bare" or "parse") in its own process."""
     port = free_port()
     log_path = workdir / f"sink-{mode}.log"
-    process = subprocess.Popen(
-        [PYTHON, str(ROOT / "bench" / "sink.py"), mode, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=log_path.open("wb"),
-        cwd=ROOT,
-    )
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [PYTHON, str(ROOT / "bench" / "sink.py"), mode, str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     wait_for_port(port, process, log_path)
     return Server(f"sink-{mode}", process, port)
 
@@ -191,8 +201,10 @@ def start_gateway(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("GATEWAY_CONFIG", None)
     env.pop("GATEWAY_DATABASE_URL", None)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                               stderr=log_path.open("wb"), cwd=ROOT, env=env)
+    # The gateway logs every delivery, so its output goes to a file, not the console.
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   cwd=ROOT, env=env)
     wait_for_port(smtp_port, process, log_path)
     wait_for_port(web_port, process, log_path)
     return Server(name, process, smtp_port, web_port, database_url)
@@ -208,53 +220,77 @@ def http_get(port: int, path: str, timeout_seconds: float = 30.0) -> tuple[int, 
 # Databases
 
 
-def postgres_available() -> bool:
-    """Return True when PostgreSQL accepts a connection on 127.0.0.1:5432."""
-    async def probe() -> bool:
+def postgres_url(database: str | None = None) -> URL:
+    """Return the URL of $GATEWAY_BENCH_DATABASE_URL, or of DATABASE on its server.
+
+    Raises ValueError when the variable does not contain a PostgreSQL URL.
+    """
+    value = os.environ.get(DATABASE_URL_VARIABLE) or DEFAULT_DATABASE_URL
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(f"{DATABASE_URL_VARIABLE} is not a valid URL: {exc}") from exc
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise ValueError(f"{DATABASE_URL_VARIABLE}={url} is not a PostgreSQL URL")
+    # asyncpg takes plain postgresql:// URLs, without SQLAlchemy's "+driver".
+    url = url.set(drivername="postgresql")
+    return url if database is None else url.set(database=database)
+
+
+def _connection_string(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def postgres_problem() -> str | None:
+    """Return why a connection to postgres_url() failed, or None when it succeeded."""
+    async def probe() -> str | None:
         import asyncpg
 
         try:
-            connection = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres",
-                                               timeout=3)
-        except (OSError, asyncpg.PostgresError):
-            return False
+            connection = await asyncpg.connect(_connection_string(postgres_url()), timeout=3)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            return f"{type(exc).__name__}: {exc}"
         await connection.close()
-        return True
+        return None
 
     return asyncio.run(probe())
 
 
-async def create_postgres_database(name: str, *, relaxed: bool = False) -> str:
+async def create_postgres_database(name: str) -> str:
     """Create database NAME (dropping an old one) and return its URL."""
     import asyncpg
 
-    connection = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    connection = await asyncpg.connect(_connection_string(postgres_url()))
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await connection.execute(f'CREATE DATABASE "{name}"')
-        if relaxed:
-            await connection.execute(
-                f'ALTER DATABASE "{name}" SET synchronous_commit = off'
-            )
     finally:
         await connection.close()
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+    return _connection_string(postgres_url(name))
 
 
 async def drop_postgres_database(name: str) -> None:
     """Drop database NAME if it exists."""
     import asyncpg
 
-    connection = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    connection = await asyncpg.connect(_connection_string(postgres_url()))
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await connection.close()
 
 
-async def database_settings(url: str) -> str:
-    """Return the durability settings in force on a gateway connection to URL."""
-    store = Store(url)
+async def database_settings(url: str, *, relaxed: bool = False) -> str:
+    """Return the durability settings in force on a gateway connection to URL.
+
+    With RELAXED, the connection is opened inside bench/relaxed_serve.py's hooks,
+    exactly as the relaxed gateway opens its own.
+    """
+    if relaxed:
+        with relaxed_durability():
+            store = Store(url)
+    else:
+        store = Store(url)
     try:
         async with store.read() as tx:
             if store.dialect == "sqlite":
@@ -268,6 +304,33 @@ async def database_settings(url: str) -> str:
             return f"PostgreSQL {version}, synchronous_commit={sync}, fsync={fsync}"
     finally:
         await store.close()
+
+
+# The loggers of the gateway's own packages, for code that runs in the harness.
+GATEWAY_LOGGERS = ("gateway", "adapters", "store")
+
+
+@contextmanager
+def gateway_log_to(path: Path) -> Iterator[None]:
+    """Send the log lines of gateway code run in this process to PATH, not the console.
+
+    The outbox workers log one line per delivered message, tens of thousands in
+    one run, which would bury the harness's progress lines.
+    """
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    loggers = [logging.getLogger(name) for name in GATEWAY_LOGGERS]
+    saved = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate in zip(loggers, saved, strict=True):
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+        handler.close()
 
 
 @dataclass(frozen=True)
