@@ -54,8 +54,9 @@ L1_EXPLANATION = (
     "transactions per acknowledgement. Turning off the pool's pre-ping changed "
     "nothing measurable. So on PostgreSQL the one-session rate stays below the "
     "peer's. On SQLite it is about the peer's, and the verdict changes between "
-    "runs. Six full runs on these machines before the one that wrote this "
-    "report gave 85.9/s against the peer's 80.7/s (met), 81.5/s against 96.8/s (missed), 68.2/s against 84.9/s "
+    "runs. Six full runs on these machines came before the one that wrote "
+    "this report. They gave 85.9/s against the peer's 80.7/s (met), 81.5/s "
+    "against 96.8/s (missed), 68.2/s against 84.9/s "
     "(missed), 77.2/s against 71.6/s (met), 81.4/s against 97.4/s (missed) and "
     "82.5/s against 83.4/s (missed). Across those runs the peer's own rate "
     "moved by more than a third. Parsing small "
@@ -112,19 +113,19 @@ L4_EXPLANATION = (
     "when the claim sets its columns. In 2 pairs of runs in turns, the short "
     "claim took the p99 under load from 511 and 518 ms to 452 and 433 ms. "
     "Third, the steps that took 20 to 40 ms of the event loop for each "
-    "large message now run on threads: joining the received text (`bytes.join` "
-    "releases the GIL for large joins), checking the message's limits and "
-    "checking its files, which the message's transaction no longer does a "
-    "second time. A separate probe of this workload (3 or 4 repetitions per run, "
-    "outside this report's run) was run in turns on this machine: 2 runs of the "
+    "large message now run on threads. They join the received text (`bytes.join` "
+    "releases the GIL for large joins), check the message's limits and check "
+    "its files. The message's transaction no longer checks the files a "
+    "second time. A separate probe of this workload, outside this report's run, "
+    "was run in turns on this machine with 3 or 4 repetitions per run. 2 runs of the "
     "code before these changes gave ratios of 5.8 and 4.3 on SQLite, and 5 runs "
     "after gave 2.9 to 3.6. In those probe runs the median time to 250 of one "
     "maximum update alone fell from about 950 ms to 640 to 790 ms. Later runs of the same code, while the machine was "
     "busier, gave 3.4 to 5.4, so the ratio of a single run varies about as much "
     "as these changes moved it. A py-spy profile after the changes puts the "
-    "rest in receiving the 4 large messages (about half of the event loop's "
-    "busy samples: `readuntil`, `readexactly` and the search for dot-stuffed "
-    "lines) and in the parser threads, which share the GIL with it. Each small "
+    "rest in two places. Receiving the 4 large messages took about half of the "
+    "event loop's busy samples (`readuntil`, `readexactly` and the search for "
+    "dot-stuffed lines). The parser threads share the GIL with it. Each small "
     "message needs about a dozen turns of the event loop (its SMTP replies, its "
     "parse on a thread, its write), and each turn waits behind that work. On "
     "PostgreSQL the p99 of the small messages alone varies between full runs on "
@@ -136,8 +137,8 @@ L4_EXPLANATION = (
     "acknowledgements), a third parsing on threads, and 13% receiving the large "
     "messages. During the workload the gateway used 12.0 s of CPU and the "
     "PostgreSQL server 4.3 s, which with the load generator share 2 cores. A "
-    "small commit took 0.5 ms at the median alone and 2.9 ms (p99 7 ms) while "
-    "another connection committed 2 MiB values one after another, so waiting "
+    "small commit took 0.5 ms at the median alone, and 2.9 ms (p99 7 ms) while "
+    "another connection committed 2 MiB values one after another. So waiting "
     "for the server's log flush explains only a few milliseconds of the gap. "
     "What is left is CPU: the gateway, the database server and the load "
     "generator on 2 cores."
@@ -279,13 +280,8 @@ def _repetition_notes(ctx: Context) -> list[str]:
 
 
 def _reply_codes(codes: Any) -> str:
-    """Return reply codes as "count×code" text, from a count by code or a list of codes."""
-    if isinstance(codes, dict):
-        counted = codes
-    else:
-        counted = {}
-        for code in codes or ():
-            counted[code] = counted.get(code, 0) + 1
+    """Return a count of replies by code as "count×code" text."""
+    counted = codes or {}
     return ", ".join(f"{count}×{code}" for code, count in sorted(counted.items())) or "-"
 
 
@@ -660,14 +656,14 @@ def _l8(ctx: Context) -> tuple[list[str], list[str]]:
             "user+system time during the delivery (its outbox worker included); memory is "
             "the peak RSS (VmHWM after a reset) minus the RSS before.", "",
             "| backend | input | size | CPU max | CPU median | memory growth max | wall max | "
-            "replies |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "reply codes |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     summary = []
     for row in rows:
         backend = row.get("backend", "-")
         text.append(f"| {backend} | {row['input']} | {row['size'] / 1024:.0f} KiB | "
                     f"{row['cpu_max']:.2f} s | {row['cpu_median']:.2f} s | "
                     f"{row['memory_max'] / MB:.0f} MiB | {ms(row['wall_max'])} | "
-                    f"{_reply_codes(row['codes'])} |")
+                    f"{', '.join(map(str, row['codes'])) or '-'} |")
         ok = row["cpu_max"] <= 1.0 and row["memory_max"] <= 100 * MB
         summary.append(f"| L8 | {row['input']}, {backend} | ≤ 1 s CPU, ≤ 100 MB | "
                        f"{row['cpu_max']:.2f} s, {row['memory_max'] / 1e6:.0f} MB | "
