@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def main() -> None:
             log.info("scratch folder kept at %s", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+            log.info("scratch folder removed (--keep keeps it)")
     log.info("report written to %s", out)
 
 
@@ -138,6 +140,9 @@ def chosen_backends(parser: argparse.ArgumentParser, no_postgres: bool) -> list[
     """Return the databases to measure; exit when PostgreSQL is expected but missing."""
     if no_postgres:
         return ["sqlite"]
+    if os.environ.get(targets.DATABASE_URL_VARIABLE) == "":
+        # As in `make test`, an empty URL means no PostgreSQL.
+        return ["sqlite"]
     try:
         url = targets.postgres_url()
     except ValueError as exc:
@@ -161,11 +166,15 @@ def run_workloads(args: argparse.Namespace, names: list[str], backends: list[str
                             backends=backends, peer_python=peer if peer.exists() else None)
     if args.no_postgres:
         ctx.notes.append("PostgreSQL was left out on request (--no-postgres): SQLite only.")
+    elif "postgresql" not in backends:
+        ctx.notes.append(f"PostgreSQL was left out because {targets.DATABASE_URL_VARIABLE} "
+                         "is empty: SQLite only.")
     profile: list[str] = []
     try:
         for name in names:
             began = time.perf_counter()
-            log.info("%s started", name)
+            included = [part for part, whole in INCLUDED_IN.items() if whole == name]
+            log.info("%s started%s", name, f" (with {', '.join(included)})" if included else "")
             try:
                 workloads.WORKLOADS[name](ctx)
             except Exception as exc:  # noqa: BLE001 - one failed workload must not hide the rest
@@ -193,17 +202,24 @@ def shown_command() -> str:
 
 
 def profile_gateway(ctx: workloads.Context) -> list[str]:
-    """Sample the gateway with py-spy while it takes new-ticket mail at 8 sessions."""
+    """Sample the gateway on each backend with py-spy while it takes new-ticket mail."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return ["py-spy is not installed; no profile taken."]
-    backend = ctx.backends[0]
+    lines: list[str] = []
+    for backend in ctx.backends:
+        lines += [f"### {backend}", "", *profile_backend(ctx, spy, backend), ""]
+    return lines
+
+
+def profile_backend(ctx: workloads.Context, spy: str, backend: str) -> list[str]:
+    """Sample the gateway on BACKEND while it takes new-ticket mail at 8 sessions."""
     messages = workloads.CORPUS.small(200_000, PROFILE_WARMUP_MESSAGES + PROFILE_MESSAGES)
     server = ctx.track(workloads.start_seeded(ctx, backend, "profile", 0))
-    output = ctx.workdir / "profile.txt"
+    output = ctx.workdir / f"profile-{backend}.txt"
     try:
         workloads.load(server, messages[:PROFILE_WARMUP_MESSAGES], 8, 60)
-        log.info("profiling the gateway for %d s", PROFILE_SECONDS)
+        log.info("profiling the gateway on %s for %d s", backend, PROFILE_SECONDS)
         # --gil samples only the thread that holds the GIL: where CPU time goes.
         sampler = subprocess.Popen(
             [spy, "record", "--pid", str(server.pid), "--format", "raw", "--gil",
@@ -320,5 +336,16 @@ def _package_rows(packages: collections.Counter[tuple[str, str]], total: int) ->
     return rows
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Raised in the main thread, so every finally block stops the servers,
+    # drops the databases and removes the scratch folder, as on Ctrl-C.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
-    main()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        main()
+    except KeyboardInterrupt:
+        log.error("interrupted; servers stopped and scratch data removed")
+        sys.exit(130)
