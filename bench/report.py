@@ -23,10 +23,10 @@ MB = 1024 * 1024
 # load before and after each change, taken in turns on the machine this report
 # describes.
 L1_EXPLANATION = (
-    "Why the sink target of L1 is missed: the gateway is bound by CPU, not by "
-    "commits. Relaxing durability changes the rate little (the information-only "
-    "rows), while each new ticket costs the gateway process far more CPU than "
-    "the sink (the CPU column above: parsing, the ticket transaction, composing "
+    "Why the sink target of L1 is missed: the gateway is bound mostly by CPU, "
+    "not by commits. Relaxing durability raises the rate by less than a fifth "
+    "(the information-only rows). Each new ticket costs the gateway process "
+    "far more CPU than the sink (the CPU column above: parsing, the ticket transaction, composing "
     "the acknowledgement and delivering it to the Maildir). Profiles of the "
     "event-loop thread (py-spy, SQLite, 8 sessions) led to three changes. "
     "First, the intake runs 14 SQL statements instead of 23. Second, composing "
@@ -49,7 +49,8 @@ L1_EXPLANATION = (
     "after. What the profile shows now is SQLAlchemy (building and caching "
     "statements, flushing the four new rows), parsing and the SMTP "
     "conversation. At 1 and 8 sessions the gateway has spent more CPU per "
-    "message on PostgreSQL than on SQLite in every full run (the CPU column). "
+    "message on PostgreSQL than on SQLite in the recent full runs (the CPU "
+    "column). "
     "A profile at 1 session put about half of its "
     "GIL samples in SQLAlchemy's statement handling over asyncpg. The outbox "
     "worker took 13%, because its claim and its delivery record are two more "
