@@ -267,17 +267,22 @@ def test_damaged_slices_read_as_missing(
     assert "do not match its SHA-256" in caplog.text
 
 
-def test_failed_large_update_retried_from_slices(
-    ada: RunningGateway, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def fail_apply(ada: RunningGateway, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Make the desk raise ERROR where it would apply a message in its transaction."""
     desk = ada.gateway.desk
     assert desk is not None
 
-    async def broken(*args: Any) -> Any:
-        raise RuntimeError("desk bug")
+    async def failing(*args: Any) -> Any:
+        raise error
 
+    monkeypatch.setattr(desk, "_apply", failing)
+
+
+def test_failed_large_update_retried_from_slices(
+    ada: RunningGateway, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = large_message([("shot.png", png_of_size(2 * MIB))])
-    monkeypatch.setattr(desk, "_apply", broken)
+    fail_apply(ada, monkeypatch, RuntimeError("desk bug"))
     code, _ = send_crlf(ada, data)
     monkeypatch.undo()
     failed = outcome(ada)
@@ -297,14 +302,8 @@ def test_failed_large_update_retried_from_slices(
 def test_failed_transaction_deletes_its_slices(
     ada: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    desk = ada.gateway.desk
-    assert desk is not None
-
-    async def unavailable(*args: Any) -> Any:
-        raise StorageUnavailable("database write failed: disk I/O error")
-
     data = large_message([("shot.png", png_of_size(2 * MIB))])
-    monkeypatch.setattr(desk, "_apply", unavailable)
+    fail_apply(ada, monkeypatch, StorageUnavailable("database write failed: disk I/O error"))
     codes = [send_crlf(ada, data)[0] for _ in range(2)]
     monkeypatch.undo()
 
