@@ -510,8 +510,8 @@ class Desk:
         )
         sent = await self._mailer.queue(step.tx, builder, notice, now=step.now,
                                         ticket=ticket, answering=step.mail)
-        log.info("message %s rejected for %d attachment problems",
-                 step.mail.message_id, len(problems))
+        log.info("inbound %d rejected for %d attachment problems",
+                 step.inbound_id, len(problems))
         return Verdict(250, "2.0.0", "Received, but the attachments were not accepted"
                        f"{_notice_hint(sent)}", "rejected_attachments")
 
@@ -531,7 +531,7 @@ class Desk:
         )
         sent = await self._mailer.queue(step.tx, builder, notice, now=step.now,
                                         answering=step.mail)
-        log.info("message %s rejected: %s", step.mail.message_id, problem)
+        log.info("inbound %d rejected: %s", step.inbound_id, problem)
         return Verdict(250, "2.0.0", f"Received, but no ticket was opened{_notice_hint(sent)}",
                        "rejected_title")
 

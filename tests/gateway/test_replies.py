@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import logging
 from email import policy
 from typing import Any
 
@@ -387,6 +388,24 @@ def test_thin_description_is_refused(ada: RunningGateway) -> None:
 
     assert code == 250
     assert ada.ticket(1) is None
+
+
+def test_rejection_log_names_inbound_id(
+    ada: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = (
+        b"From: Ada Lovelace <ada@example.com>\r\nTo: support@localhost\r\n"
+        b"Subject: Portal invoices page crashes\r\n"
+        b"Content-Type: text/plain\r\n\r\nsee title\r\n"
+    )
+
+    with caplog.at_level(logging.INFO, logger="gateway.tickets"):
+        code, _ = ada.send(raw)
+
+    [(inbound_id,)] = ada.sql("select id from inbound_messages")
+    assert code == 250
+    assert f"inbound {inbound_id} rejected:" in caplog.text
+    assert "message None" not in caplog.text
 
 
 def test_outbound_mail_threads_and_carries_reply_address(thread: Thread) -> None:
