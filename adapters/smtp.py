@@ -20,8 +20,30 @@ from gateway.tickets import Delivery, Desk
 log = logging.getLogger(__name__)
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure storing the message; please try again later"
+# aiosmtpd 1.4.6's reply to a SIZE= parameter over the limit. It has no
+# enhanced status code and does not say what the limit is, so GatewaySMTP.push
+# replaces it with too_big_reply.
+STOCK_SIZE_REPLY = "552 Error: message size exceeds fixed maximum message size"
+MIB = 1024 * 1024
 # Messages of this many bytes or more are applied one at a time.
 LARGE_MESSAGE_BYTES = 1024 * 1024
+
+
+def too_big_reply(limit: int) -> str:
+    """Return the reply to a message over LIMIT bytes, declared or sent."""
+    return f"552 5.3.4 Message too big; the limit is {_bytes_text(limit)}"
+
+
+def line_too_long_reply(limit: int) -> str:
+    """Return the reply to a DATA line over LIMIT bytes with its CRLF."""
+    return (f"500 5.5.2 Line too long; the limit is {_bytes_text(limit)} "
+            "per line, CRLF included")
+
+
+def _bytes_text(size: int) -> str:
+    if size >= MIB and size % MIB == 0:
+        return f"{size:,} bytes ({size // MIB} MiB)"
+    return f"{size:,} bytes"
 
 
 class SupportHandler:
@@ -198,6 +220,12 @@ class GatewaySMTP(SMTP):
         self._guard = guard
         self._client: str | None = None
 
+    async def push(self, status: Any) -> None:
+        """Send one reply, in the gateway's wording when aiosmtpd rejects a SIZE."""
+        if status == STOCK_SIZE_REPLY and self.data_size_limit:
+            status = too_big_reply(self.data_size_limit)
+        await super().push(status)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
@@ -230,8 +258,10 @@ class GatewaySMTP(SMTP):
 
         aiosmtpd 1.4.6 reads DATA line by line and keeps each line as its own
         bytearray, which for a 35 MB message costs about 460,000 loop steps and
-        about twice the message in memory. The replies, limits and the end-of-data rule
+        about twice the message in memory. The limits and the end-of-data rule
         (only CRLF "." CRLF ends the text) are those of aiosmtpd's own smtp_DATA.
+        The replies to a line or a message over its limit also give an enhanced
+        status code and the limit.
         """
         if self._decode_data:
             await super().smtp_DATA(arg)
@@ -255,11 +285,12 @@ class GatewaySMTP(SMTP):
         if not await self._read_data(data):
             return
         if data.state is DataState.LINE_TOO_LONG:
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            await self.push(line_too_long_reply(self.line_length_limit))
             self._set_post_data_state()
             return
         if data.state is DataState.TOO_MUCH:
-            await self.push("552 Error: Too much mail data")
+            assert self.data_size_limit is not None
+            await self.push(too_big_reply(self.data_size_limit))
             self._set_post_data_state()
             return
         if data.size >= LARGE_MESSAGE_BYTES:

@@ -100,7 +100,7 @@ def test_line_over_configured_limit_gets_500(tmp_path: Path, clock: FakeClock) -
         code, text = gateway.send(MESSAGE + b"x" * 5000 + b"\r\n")
 
     assert code == 500
-    assert "Line too long" in text
+    assert text == "5.5.2 Line too long; the limit is 4,096 bytes per line, CRLF included"
 
 
 @pytest.fixture

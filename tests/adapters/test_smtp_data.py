@@ -9,7 +9,15 @@ import random
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from adapters.smtp import ClientGuard, DataReader, DataState, GatewaySMTP, SupportHandler
+from adapters.smtp import (
+    ClientGuard,
+    DataReader,
+    DataState,
+    GatewaySMTP,
+    SupportHandler,
+    line_too_long_reply,
+    too_big_reply,
+)
 from gateway.addresses import SupportAddresses
 
 LINE_LIMIT = 1001
@@ -111,8 +119,23 @@ def random_body(rng: random.Random) -> bytes:
     return body + b".\r\n"
 
 
+# The gateway makes the same decisions as aiosmtpd, with its own text for
+# these two replies.
+OWN_WORDING = {
+    b"500 Line too long (see RFC5321 4.5.3.1.6)\r\n":
+        line_too_long_reply(LINE_LIMIT).encode() + b"\r\n",
+    b"552 Error: Too much mail data\r\n": too_big_reply(SIZE_LIMIT).encode() + b"\r\n",
+}
+
+
 def run_both(stream: list[bytes]):
-    return asyncio.run(exchange(False, stream)), asyncio.run(exchange(True, stream))
+    """Return the replies and contents of stock aiosmtpd and of the gateway for STREAM.
+
+    The stock replies are given in the gateway's wording.
+    """
+    stock_replies, stock_contents = asyncio.run(exchange(False, stream))
+    stock_replies = [OWN_WORDING.get(reply, reply) for reply in stock_replies]
+    return (stock_replies, stock_contents), asyncio.run(exchange(True, stream))
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -153,6 +176,30 @@ def test_data_edge_cases_match_aiosmtpd(body: bytes) -> None:
         stock, ours = run_both(pieces)
         assert ours[0] == stock[0]
         assert ours[1] == stock[1]
+
+
+@pytest.mark.parametrize(
+    ("body", "reply"),
+    [
+        (b"x" * 5000 + b"\r\n.\r\n",
+         b"500 5.5.2 Line too long; the limit is 1,001 bytes per line, CRLF included"),
+        ((b"y" * 998 + b"\r\n") * 250 + b".\r\n",
+         b"552 5.3.4 Message too big; the limit is 200,000 bytes"),
+    ],
+    ids=["line", "size"],
+)
+def test_over_limit_replies_name_the_limit(body: bytes, reply: bytes) -> None:
+    replies, contents = asyncio.run(exchange(True, [session(body)]))
+
+    after_354 = replies[[r[:3] for r in replies].index(b"354") + 1]
+    assert after_354 == reply + b"\r\n"
+    assert contents == []
+
+
+def test_whole_mib_limit_shows_mib() -> None:
+    assert too_big_reply(40 * 1024 * 1024) == (
+        "552 5.3.4 Message too big; the limit is 41,943,040 bytes (40 MiB)"
+    )
 
 
 def test_data_large_message_kept_whole() -> None:

@@ -208,6 +208,7 @@ def test_oversize_message_declared_with_size_gets_552(ada: RunningGateway) -> No
         code, text = client.mail("ada@example.com", options=[f"SIZE={limit + 1}"])
 
     assert code == 552
+    assert text.decode() == f"5.3.4 Message too big; the limit is {limit:,} bytes (40 MiB)"
 
 
 def test_oversize_message_without_size_gets_552(ada: RunningGateway) -> None:
@@ -215,9 +216,10 @@ def test_oversize_message_without_size_gets_552(ada: RunningGateway) -> None:
     body = (b"x" * 76 + b"\r\n") * (limit // 78 + 10)
     raw = sample("thunderbird.eml") + b"\r\n" + body
 
-    code, _ = ada.send(raw)
+    code, text = ada.send(raw)
 
     assert code == 552
+    assert text == f"5.3.4 Message too big; the limit is {limit:,} bytes (40 MiB)"
     assert ada.ticket(1) is None
 
 
