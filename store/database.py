@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import fcntl
 import logging
 import sqlite3
@@ -45,17 +46,24 @@ _statements_on_loop: ContextVar[bool] = ContextVar("statements_on_loop", default
 
 @contextmanager
 def short_statements_on_loop(enabled: bool) -> Iterator[None]:
-    """Run the SQLite statements of the current task on the event loop thread, if ENABLED.
+    """Run the SQLite calls of the current task on the event loop thread, if ENABLED.
 
-    aiosqlite passes every call (opening a cursor, executing, fetching, closing
-    the cursor) to the connection's own thread and back. Each of those trips
-    costs the event loop more CPU than a short indexed statement itself, and a
-    new ticket takes some fifty of them. Inside this block cursor calls run
-    directly on the event loop. BEGIN, which can wait for another process's
-    write lock, COMMIT and ROLLBACK, which wait for the disk, and statements
-    with a large parameter still run on the connection's thread. Enable it only
-    around transactions of a few indexed statements. Every transaction sets it,
-    so a task started inside a short transaction does not inherit it.
+    aiosqlite passes every call (BEGIN, opening a cursor, executing, fetching,
+    closing the cursor, COMMIT) to the connection's own thread and back. Each of
+    those trips costs the event loop more CPU than a short indexed statement
+    itself, and a new ticket takes some fifty of them. Inside this block those
+    calls run directly on the event loop, with three exceptions. BEGIN runs on
+    the connection's thread when another connection holds the write lock,
+    because waiting for it could take seconds. A statement with a large
+    parameter runs there too. COMMIT and ROLLBACK run there unless every call
+    of the transaction ran on the loop, because a transaction that wrote large
+    values copies them into the log when it commits. Enable it only around
+    transactions of a few indexed statements. Every transaction sets it, so a
+    task started inside a short transaction does not inherit it.
+
+    NOTE: a COMMIT on the loop also waits there for the log to reach the disk
+    (synchronous=FULL). The writer's turn waits for that anyway, but while the
+    disk is slow every other session waits too.
     """
     previous = _statements_on_loop.get()
     _statements_on_loop.set(enabled)
@@ -65,37 +73,84 @@ def short_statements_on_loop(enabled: bool) -> Iterator[None]:
         _statements_on_loop.set(previous)
 
 
+class _Call(enum.Enum):
+    """The kind of a call that aiosqlite passes to its thread."""
+
+    BEGIN = "begin"
+    END = "commit or rollback"
+    SHORT = "short"
+    OTHER = "other"
+
+
 class _SQLiteConnection(aiosqlite.Connection):
-    """An aiosqlite connection that runs short statements inline when asked to.
+    """An aiosqlite connection that runs short transactions inline when asked to.
 
     NOTE: _execute is aiosqlite's internal dispatch to its thread, overridden
     here as aiosqlite 0.22 writes it. pyproject.toml keeps aiosqlite below 0.23.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # True while every call of the current transaction has run on the event
+        # loop thread, so that its COMMIT writes only a few small pages.
+        self._transaction_on_loop = False
+
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if _statements_on_loop.get() and self._connection is not None and _is_short_call(
-            fn, args
-        ):
-            return fn(*args, **kwargs)
+        if _statements_on_loop.get() and self._connection is not None:
+            call = _classify(fn, args)
+            if call is _Call.SHORT:
+                return fn(*args, **kwargs)
+            if call is _Call.BEGIN and _begin_without_waiting(self._connection, fn, args):
+                self._transaction_on_loop = True
+                return None
+            # The pool rolls back each connection returned to it. Usually no
+            # transaction is open then, and the rollback does nothing.
+            if call is _Call.END and (
+                self._transaction_on_loop or not self._connection.in_transaction
+            ):
+                self._transaction_on_loop = False
+                return fn(*args, **kwargs)
+        self._transaction_on_loop = False
         return await super()._execute(fn, *args, **kwargs)
 
 
-def _is_short_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
-    """Return True for a cursor call that may run on the event loop thread."""
+def _classify(fn: Callable[..., Any], args: tuple[Any, ...]) -> _Call:
+    """Return the kind of the call FN(*ARGS)."""
     owner = getattr(fn, "__self__", None)
+    name = getattr(fn, "__name__", "")
     if isinstance(owner, sqlite3.Connection):
-        return getattr(fn, "__name__", "") == "cursor"
-    if not isinstance(owner, sqlite3.Cursor) or fn.__name__ in ("executemany", "executescript"):
-        return False
+        if name == "cursor":
+            return _Call.SHORT
+        return _Call.END if name in ("commit", "rollback") else _Call.OTHER
+    if not isinstance(owner, sqlite3.Cursor) or name in ("executemany", "executescript"):
+        return _Call.OTHER
     if args and isinstance(args[0], str) and args[0].lstrip()[:5].upper() == "BEGIN":
-        return False
+        return _Call.BEGIN
     parameters = args[1] if len(args) > 1 else ()
     values = parameters.values() if isinstance(parameters, dict) else parameters
-    return not any(
+    large = any(
         isinstance(value, (bytes, bytearray, memoryview, str))
         and len(value) > SHORT_STATEMENT_MAX_PARAMETER_BYTES
         for value in values
     )
+    return _Call.OTHER if large else _Call.SHORT
+
+
+def _begin_without_waiting(
+    connection: sqlite3.Connection, begin: Callable[..., Any], args: tuple[Any, ...]
+) -> bool:
+    """Run BEGIN at once, or return False when another connection holds the write lock."""
+    connection.execute("PRAGMA busy_timeout=0")
+    try:
+        begin(*args)
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+            raise
+        log.debug("the write lock is taken; BEGIN waits for it on the connection's thread")
+        return False
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    return True
 
 
 def async_url(url: str) -> URL:

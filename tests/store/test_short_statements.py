@@ -1,4 +1,4 @@
-"""Short SQLite write transactions run their statements on the event loop thread."""
+"""Short SQLite write transactions run on the event loop thread."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
 
 from conftest import DIALECT
 from store import Store
-from store.database import SHORT_STATEMENT_MAX_PARAMETER_BYTES
+from store.database import SHORT_STATEMENT_MAX_PARAMETER_BYTES, SQLITE_BUSY_TIMEOUT_MS
 
 pytestmark = pytest.mark.skipif(DIALECT != "sqlite", reason="SQLite only")
 
@@ -34,6 +35,107 @@ async def executing_thread(tx: Any, *parameters: Any) -> int:
     values = {f"p{i}": value for i, value in enumerate(parameters)}
     row = (await tx.session.execute(text(f"SELECT thread_id(){placeholders}"), values)).one()
     return int(row[0])
+
+
+class StatementThreads:
+    """The thread of each statement SQLite runs on a connection, in order."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, int]] = []
+
+    def __call__(self, statement: str) -> None:
+        self.statements.append((statement.split()[0].upper(), threading.get_ident()))
+
+    def of(self, keyword: str) -> list[int]:
+        return [thread for word, thread in self.statements if word == keyword]
+
+    async def watch(self, store: Store) -> None:
+        """Record the statements of the connection that STORE's next transaction uses.
+
+        Transactions one after another reuse the connection that a first
+        transaction opens, so the record starts with the next one's BEGIN.
+        """
+        async with store.write(short=True) as tx:
+            connection = await tx.session.connection()
+            raw = await connection.get_raw_connection()
+            raw.driver_connection._connection.set_trace_callback(self)
+        self.statements.clear()
+
+
+async def busy_timeout(tx: Any) -> int:
+    return int((await tx.session.execute(text("PRAGMA busy_timeout"))).scalar_one())
+
+
+def test_short_write_begins_and_commits_on_loop(tmp_path: Path) -> None:
+    async def run() -> tuple[StatementThreads, int]:
+        store = await open_store(tmp_path)
+        threads = StatementThreads()
+        try:
+            await threads.watch(store)
+            async with store.write(short=True) as tx:
+                await tx.session.execute(text("UPDATE settings SET value = value"))
+                timeout = await busy_timeout(tx)
+            return threads, timeout
+        finally:
+            await store.close()
+
+    threads, timeout = asyncio.run(run())
+
+    main = threading.get_ident()
+    assert threads.of("BEGIN") == [main]
+    assert threads.of("UPDATE") == [main]
+    assert threads.of("COMMIT") == [main]
+    assert timeout == SQLITE_BUSY_TIMEOUT_MS
+
+
+def test_large_value_commits_on_connection_thread(tmp_path: Path) -> None:
+    # A transaction that wrote a large value copies it into the log when it commits.
+    async def run() -> StatementThreads:
+        store = await open_store(tmp_path)
+        threads = StatementThreads()
+        try:
+            await threads.watch(store)
+            async with store.write(short=True) as tx:
+                await executing_thread(tx, b"x" * (SHORT_STATEMENT_MAX_PARAMETER_BYTES + 1))
+                await tx.session.execute(text("UPDATE settings SET value = value"))
+            return threads
+        finally:
+            await store.close()
+
+    threads = asyncio.run(run())
+
+    main = threading.get_ident()
+    assert threads.of("BEGIN") == [main]
+    assert threads.of("UPDATE") == [main]
+    assert len(threads.of("COMMIT")) == 1
+    assert threads.of("COMMIT")[0] != main
+
+
+def test_short_write_makes_no_thread_trips(tmp_path: Path, monkeypatch: Any) -> None:
+    """A short transaction, the session's end and the pool's reset pass nothing to the thread."""
+    trips: list[str] = []
+    dispatch = aiosqlite.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await dispatch(self, fn, *args, **kwargs)
+
+    async def run() -> None:
+        store = await open_store(tmp_path)
+        try:
+            async with store.write(short=True) as tx:
+                await tx.session.execute(text("SELECT 1"))
+            monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+            for _ in range(3):
+                async with store.write(short=True) as tx:
+                    await tx.session.execute(text("UPDATE settings SET value = value"))
+        finally:
+            monkeypatch.undo()
+            await store.close()
+
+    asyncio.run(run())
+
+    assert trips == []
 
 
 def test_short_write_runs_on_loop_thread(tmp_path: Path) -> None:
@@ -97,12 +199,15 @@ def test_spawned_task_reads_on_connection_thread(tmp_path: Path) -> None:
 
 def test_lock_wait_keeps_loop_running(tmp_path: Path) -> None:
     # Another connection has SQLite's write lock for half a second. BEGIN
-    # IMMEDIATE waits for it on the connection's thread, not on the loop.
+    # IMMEDIATE finds it taken at once and waits for it on the connection's
+    # thread, not on the loop.
     hold_seconds = 0.5
     path = tmp_path / "gateway.db"
 
-    async def run() -> tuple[int, float]:
+    async def run() -> tuple[int, float, list[int], int]:
         store = await open_store(tmp_path)
+        threads = StatementThreads()
+        await threads.watch(store)
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
         threading.Timer(hold_seconds, other.commit).start()
@@ -119,16 +224,22 @@ def test_lock_wait_keeps_loop_running(tmp_path: Path) -> None:
         try:
             async with store.write(short=True) as tx:
                 await tx.session.execute(text("SELECT 1"))
+                timeout = await busy_timeout(tx)
             waited = time.monotonic() - started
         finally:
             ticker.cancel()
             await store.close()
             other.close()
-        return ticks, waited
+        return ticks, waited, threads.of("BEGIN"), timeout
 
-    ticks, waited = asyncio.run(run())
+    ticks, waited, begin_threads, timeout = asyncio.run(run())
 
     assert waited >= hold_seconds * 0.8
+    # One try on the loop, which finds the lock taken, then the wait on the thread.
+    assert len(begin_threads) == 2
+    assert begin_threads[0] == threading.get_ident()
+    assert begin_threads[1] != threading.get_ident()
+    assert timeout == SQLITE_BUSY_TIMEOUT_MS
     # The ticker sleeps 10 ms per tick, so 10 ticks show that the loop ran during the wait.
     assert ticks >= 10
 
