@@ -55,15 +55,11 @@ def short_statements_on_loop(enabled: bool) -> Iterator[None]:
     calls run directly on the event loop, with three exceptions. BEGIN runs on
     the connection's thread when another connection holds the write lock,
     because waiting for it could take seconds. A statement with a large
-    parameter runs there too. COMMIT and ROLLBACK run there unless every call
-    of the transaction ran on the loop, because a transaction that wrote large
-    values copies them into the log when it commits. Enable it only around
-    transactions of a few indexed statements. Every transaction sets it, so a
-    task started inside a short transaction does not inherit it.
-
-    NOTE: a COMMIT on the loop also waits there for the log to reach the disk
-    (synchronous=FULL). The writer's turn waits for that anyway, but while the
-    disk is slow every other session waits too.
+    parameter runs there too. COMMIT and the ROLLBACK of an open transaction
+    run there because they wait for the disk, and every session would wait with
+    them. Enable it only around transactions of a few indexed statements. Every
+    transaction sets it, so a task started inside a short transaction does not
+    inherit it.
     """
     previous = _statements_on_loop.get()
     _statements_on_loop.set(enabled)
@@ -83,17 +79,11 @@ class _Call(enum.Enum):
 
 
 class _SQLiteConnection(aiosqlite.Connection):
-    """An aiosqlite connection that runs short transactions inline when asked to.
+    """An aiosqlite connection that runs short statements inline when asked to.
 
     NOTE: _execute is aiosqlite's internal dispatch to its thread, overridden
     here as aiosqlite 0.22 writes it. pyproject.toml keeps aiosqlite below 0.23.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # True while every call of the current transaction has run on the event
-        # loop thread, so that its COMMIT writes only a few small pages.
-        self._transaction_on_loop = False
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if _statements_on_loop.get() and self._connection is not None:
@@ -101,16 +91,11 @@ class _SQLiteConnection(aiosqlite.Connection):
             if call is _Call.SHORT:
                 return fn(*args, **kwargs)
             if call is _Call.BEGIN and _begin_without_waiting(self._connection, fn, args):
-                self._transaction_on_loop = True
                 return None
             # The pool rolls back each connection returned to it. Usually no
             # transaction is open then, and the rollback does nothing.
-            if call is _Call.END and (
-                self._transaction_on_loop or not self._connection.in_transaction
-            ):
-                self._transaction_on_loop = False
+            if call is _Call.END and not self._connection.in_transaction:
                 return fn(*args, **kwargs)
-        self._transaction_on_loop = False
         return await super()._execute(fn, *args, **kwargs)
 
 
@@ -146,7 +131,7 @@ def _begin_without_waiting(
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
             raise
-        log.debug("the write lock is taken; BEGIN waits for it on the connection's thread")
+        log.debug("write lock held by another connection, so BEGIN waits on its thread")
         return False
     finally:
         connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
