@@ -16,7 +16,7 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, defer
 
 from gateway import fields
 from gateway.errors import DuplicateDelivery, StorageUnavailable
@@ -72,6 +72,11 @@ log = logging.getLogger(__name__)
 TICKET_COUNTER = "ticket_number"
 # Named by the naming convention in store/models.py.
 DEDUPE_CONSTRAINT = "uq_inbound_messages_dedupe_key"
+# A ticket's state leaves out its description, which can be megabytes of pasted
+# text. Loading it would hold up the event loop in every short transaction that
+# locks the ticket, such as a reply's.
+_NO_DESCRIPTION = defer(TicketRow.description)
+
 # Size of each slice of a large raw message (see RawPartRow). In the benchmark
 # of small mail during large updates, each slice kept SQLite's writer 40 to 60 ms.
 RAW_PART_BYTES = 2 * 1024 * 1024
@@ -631,6 +636,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         # it, not a copy that this session loaded before it waited for the lock.
         row = await self.session.scalar(
             select(TicketRow)
+            .options(_NO_DESCRIPTION)
             .where(TicketRow.number == number)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -643,6 +649,7 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
         """Return a ticket's state by id and hold its row lock."""
         row = await self.session.scalar(
             select(TicketRow)
+            .options(_NO_DESCRIPTION)
             .where(TicketRow.id == ticket_id)
             .with_for_update()
             .execution_options(populate_existing=True)
