@@ -117,10 +117,13 @@ class SupportHandler:
             else:
                 verdict = await self._desk.receive(delivery)
         except asyncio.CancelledError:
-            # aiosmtpd cancels the handler when the client disconnects. The
-            # message was not accepted, so the client still has it to send again.
-            log.warning("client %s disconnected before its %d-byte message was stored; "
-                        "not accepted", delivery.peer, len(raw))
+            # aiosmtpd cancels the handler when the client disconnects, and the
+            # gateway's shutdown cancels it too. Either way the client got no
+            # reply and still has the message. Should it have been stored just
+            # before, its next delivery is recognised as a duplicate.
+            log.warning("session with %s ended before its %d-byte message got a reply "
+                        "(client gone or gateway stopping); not accepted",
+                        delivery.peer, len(raw))
             raise
         except StorageUnavailable:
             log.exception("could not store a %d-byte message from %s", len(raw), delivery.peer)
@@ -223,6 +226,8 @@ class GatewaySMTP(SMTP):
     async def push(self, status: Any) -> None:
         """Send one reply, in the gateway's wording when aiosmtpd rejects a SIZE."""
         if status == STOCK_SIZE_REPLY and self.data_size_limit:
+            log.warning("rejected a message from %s: declared size over %d bytes",
+                        self._client, self.data_size_limit)
             status = too_big_reply(self.data_size_limit)
         await super().push(status)
 
@@ -285,11 +290,15 @@ class GatewaySMTP(SMTP):
         if not await self._read_data(data):
             return
         if data.state is DataState.LINE_TOO_LONG:
+            log.warning("rejected a message from %s: a line is over %d bytes",
+                        self._client, self.line_length_limit)
             await self.push(line_too_long_reply(self.line_length_limit))
             self._set_post_data_state()
             return
         if data.state is DataState.TOO_MUCH:
             assert self.data_size_limit is not None
+            log.warning("rejected a message from %s: over %d bytes",
+                        self._client, self.data_size_limit)
             await self.push(too_big_reply(self.data_size_limit))
             self._set_post_data_state()
             return

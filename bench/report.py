@@ -274,8 +274,8 @@ def write(ctx: Context, path: Path, *, command: str, started: datetime,
         "",
     ]
     if scale.name != "full":
-        lines += ["> **Small scale**: counts are far below the issue's; use these numbers "
-                  "to check the harness, not the gateway.", ""]
+        lines += ["> **Small scale**: counts are far below the full run's; use these "
+                  "numbers to check the harness, not the gateway.", ""]
     summary, details = summarize(ctx)
     lines += ["## Targets", "", "| id | workload | target | measured | verdict |",
               "| --- | --- | --- | --- | --- |", *summary, ""]

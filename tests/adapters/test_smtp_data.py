@@ -188,12 +188,26 @@ def test_data_edge_cases_match_aiosmtpd(body: bytes) -> None:
     ],
     ids=["line", "size"],
 )
-def test_over_limit_replies_name_the_limit(body: bytes, reply: bytes) -> None:
-    replies, contents = asyncio.run(exchange(True, [session(body)]))
+def test_over_limit_replies_name_the_limit(
+    body: bytes, reply: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="adapters.smtp"):
+        replies, contents = asyncio.run(exchange(True, [session(body)]))
 
     after_354 = replies[[r[:3] for r in replies].index(b"354") + 1]
     assert after_354 == reply + b"\r\n"
     assert contents == []
+    assert "rejected a message from 127.0.0.1" in caplog.text
+
+
+def test_declared_size_over_limit_is_rejected(caplog: pytest.LogCaptureFixture) -> None:
+    stream = [b"EHLO client.example.com\r\n",
+              f"MAIL FROM:<ada@example.com> SIZE={SIZE_LIMIT + 1}\r\n".encode()]
+    with caplog.at_level(logging.WARNING, logger="adapters.smtp"):
+        replies, _ = asyncio.run(exchange(True, stream))
+
+    assert replies[-2] == b"552 5.3.4 Message too big; the limit is 200,000 bytes\r\n"
+    assert "declared size over 200000 bytes" in caplog.text
 
 
 def test_whole_mib_limit_shows_mib() -> None:
@@ -270,7 +284,7 @@ def test_disconnect_while_storing_is_logged(caplog: pytest.LogCaptureFixture) ->
         await asyncio.wait_for(desk.started.wait(), 5)
         writer.transport.abort()
         for _ in range(100):
-            if "disconnected before" in caplog.text:
+            if "ended before" in caplog.text:
                 break
             await asyncio.sleep(0.01)
         server.close()
@@ -279,5 +293,5 @@ def test_disconnect_while_storing_is_logged(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.WARNING, logger="adapters.smtp"):
         asyncio.run(run())
 
-    assert "disconnected before its" in caplog.text
+    assert "ended before its" in caplog.text
     assert "not accepted" in caplog.text
