@@ -55,11 +55,11 @@ def short_statements_on_loop(enabled: bool) -> Iterator[None]:
     calls run directly on the event loop, with three exceptions. BEGIN runs on
     the connection's thread when another connection holds the write lock,
     because waiting for it could take seconds. A statement with a large
-    parameter runs there too. COMMIT and the ROLLBACK of an open transaction
-    run there because they wait for the disk, and every session would wait with
-    them. Enable it only around transactions of a few indexed statements. Every
-    transaction sets it, so a task started inside a short transaction does not
-    inherit it.
+    parameter runs there too. COMMIT runs there because it waits for the disk,
+    and every session would wait with it. So does the rarer ROLLBACK of an open
+    transaction. Enable it only around transactions of a few indexed
+    statements. Every transaction sets it, so a task started inside a short
+    transaction does not inherit it.
     """
     previous = _statements_on_loop.get()
     _statements_on_loop.set(enabled)
