@@ -13,7 +13,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from gateway.addresses import SupportAddresses
-from gateway.config import SmtpConfig
+from gateway.config import MIB, SmtpConfig
 from gateway.errors import StorageUnavailable
 from gateway.tickets import Delivery, Desk
 
@@ -24,7 +24,6 @@ TEMPORARY_FAILURE = "451 4.3.0 Temporary failure storing the message; please try
 # enhanced status code and does not say what the limit is, so GatewaySMTP.push
 # replaces it with too_big_reply.
 STOCK_SIZE_REPLY = "552 Error: message size exceeds fixed maximum message size"
-MIB = 1024 * 1024
 # Messages of this many bytes or more are applied one at a time.
 LARGE_MESSAGE_BYTES = 1024 * 1024
 
