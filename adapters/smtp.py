@@ -116,10 +116,9 @@ class SupportHandler:
             else:
                 verdict = await self._desk.receive(delivery)
         except asyncio.CancelledError:
-            # aiosmtpd cancels the handler when the client disconnects, and the
-            # gateway's shutdown cancels it too. Either way the client got no
-            # reply and still has the message. Should it have been stored just
-            # before, its next delivery is recognised as a duplicate.
+            # aiosmtpd cancels the handler when the client leaves, and so does the
+            # gateway's shutdown. The client got no reply and sends the message
+            # again, and a copy stored just before is recognised as a duplicate.
             log.warning("session with %s ended before its %d-byte message got a reply "
                         "(client gone or gateway stopping); not accepted",
                         delivery.peer, len(raw))

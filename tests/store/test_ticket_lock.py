@@ -14,7 +14,7 @@ from conftest import database_url
 from store import Store
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-# Pasted log output makes descriptions of megabytes.
+# Pasted log output can make a description megabytes long.
 DESCRIPTION = "The build log follows.\n" + "step ok\n" * 200_000
 
 
