@@ -42,11 +42,20 @@ REPLYABLE = frozenset({"open", "waiting_on_builder", "in_progress", "resolved", 
 STARTUP_TIMEOUT_SECONDS = 60.0
 
 
+# Ports already given out in this run. The kernel may hand a probe the port that
+# the previous probe just closed, and a gateway's SMTP and web ports must differ.
+_given_ports: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """Return a TCP port on 127.0.0.1 that was free a moment ago and not given out before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:

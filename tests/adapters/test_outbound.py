@@ -8,7 +8,6 @@ import email
 import email.policy
 import logging
 import re
-import socket
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -35,6 +34,7 @@ from gateway.config import OutboundConfig
 from gateway.errors import ConfigError, DeliveryFailed
 from gateway.machine_mail import has_own_message_id_shape
 from gateway.model import CheckedAttachment
+from ports import free_port
 
 SENDER = "support@example.com"
 RECIPIENT = "builder@example.com"
@@ -83,12 +83,6 @@ def header_names(data: bytes) -> Counter[str]:
 
 def header_lines(data: bytes) -> list[bytes]:
     return data.partition(b"\r\n\r\n")[0].split(b"\r\n")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # Composing

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from conftest import FakeClock, make_config, running_gateway, sample
 from gateway.config import Config, OutboundConfig
 from gateway.model import App
+from ports import free_port
 from store.models import OutboxRow
 
 
@@ -32,15 +32,9 @@ class RecordingRelay:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def relay_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture

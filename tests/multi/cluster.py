@@ -12,7 +12,6 @@ import email
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 import databases
+from ports import free_port
 from store import Store
 
 SUPPORT_ADDRESS = "support@example.com"
@@ -56,7 +56,7 @@ class RecordingRelay:
         self._lock = lock
         self.stalling = False
         self.stalled = threading.Event()
-        self.port = _free_port()
+        self.port = free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     def start(self) -> None:
@@ -189,8 +189,8 @@ def running_cluster(
             relay.start()
             instance = Instance(
                 name=name,
-                smtp_port=_free_port(),
-                web_port=_free_port(),
+                smtp_port=free_port(),
+                web_port=free_port(),
                 relay=relay,
                 config_path=tmp_path / f"{name}.toml",
                 log_path=tmp_path / f"{name}.log",
@@ -299,12 +299,6 @@ claim_lease_seconds = {claim_lease_seconds}
 retry_base_seconds = 1.0
 retry_max_seconds = 2.0
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for_health(instance: Instance, cluster: Cluster) -> None:
