@@ -24,6 +24,7 @@ import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from email import errors as email_errors
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy
@@ -58,6 +59,15 @@ _FORWARDED_TYPES = frozenset({"message/rfc822", "message/global"})
 _TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to"})
+# Defects that the standard parser records on a multipart whose parts it could not
+# find, because the boundary parameter is missing or never appears in the body.
+# CloseBoundaryNotFoundDefect is not among them, because the parts before the
+# missing end are still read.
+_UNSPLIT_DEFECTS = (
+    email_errors.NoBoundaryInMultipartDefect,
+    email_errors.StartBoundaryNotFoundDefect,
+    email_errors.MultipartInvariantViolationDefect,
+)
 
 # Senders label text with a charset but often use a superset of it. The WHATWG
 # Encoding Standard (encodings.json) maps these labels to the same supersets.
@@ -136,8 +146,9 @@ def _parse_mail(raw: bytes, *, cut_min_run_bytes: int | None) -> ParsedMail:
         # The steps below catch what they expect, so this is a bug in this module
         # or in a library. The message is still stored with its defects.
         log.exception("parsing a message of %d bytes failed", len(raw))
-        defects.add(f"the message could not be parsed ({type(exc).__name__})")
-        return _empty_mail(defects, len(raw))
+        problem = f"the message could not be parsed ({type(exc).__name__})"
+        defects.add(problem)
+        return _empty_mail(defects, len(raw), problem)
 
 
 def _parse(
@@ -150,39 +161,40 @@ def _parse(
         if message is None:
             message = BytesParser(policy=_POLICY).parsebytes(raw)
     except RecursionError:
-        defects.add(
-            "MIME parts are nested too deeply to parse; body and files not read"
-        )
-        return _parse_header_block(raw, defects)
+        problem = "MIME parts are nested too deeply to parse; body and files not read"
+        defects.add(problem)
+        return _parse_header_block(raw, defects, problem)
     except Exception as exc:
         log.warning(
             "standard mail parser failed on %d bytes (%s); reading headers only",
             len(raw),
             exc,
         )
-        defects.add(f"the MIME structure could not be parsed ({type(exc).__name__})")
-        return _parse_header_block(raw, defects)
+        problem = f"the MIME structure could not be parsed ({type(exc).__name__})"
+        defects.add(problem)
+        return _parse_header_block(raw, defects, problem)
 
-    content = _Content()
     try:
         content = _ContentReader(defects, nested=False).read(message)
     except Exception as exc:
         log.warning("reading the body of %d bytes failed (%s)", len(raw), exc)
-        defects.add(f"the body could not be read ({type(exc).__name__})")
+        problem = f"the body could not be read ({type(exc).__name__})"
+        defects.add(problem)
+        content = _Content(structure_problem=problem)
     return _assemble(message, content, defects, len(raw))
 
 
-def _parse_header_block(raw: bytes, defects: _Defects) -> ParsedMail:
+def _parse_header_block(raw: bytes, defects: _Defects, problem: str) -> ParsedMail:
     try:
         message = BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
     except Exception as exc:
         log.warning("reading the header block failed (%s)", exc)
         defects.add(f"the header block could not be parsed ({type(exc).__name__})")
-        return _empty_mail(defects, len(raw))
-    return _assemble(message, _Content(), defects, len(raw))
+        return _empty_mail(defects, len(raw), problem)
+    return _assemble(message, _Content(structure_problem=problem), defects, len(raw))
 
 
-def _empty_mail(defects: _Defects, size_bytes: int) -> ParsedMail:
+def _empty_mail(defects: _Defects, size_bytes: int, problem: str) -> ParsedMail:
     return ParsedMail(
         message_id=None,
         from_address="",
@@ -191,6 +203,7 @@ def _empty_mail(defects: _Defects, size_bytes: int) -> ParsedMail:
         text="",
         defects=defects.as_tuple(),
         size_bytes=size_bytes,
+        structure_problem=problem,
     )
 
 
@@ -226,6 +239,7 @@ def _assemble(
         ),
         defects=defects.as_tuple(),
         size_bytes=size_bytes,
+        structure_problem=content.structure_problem,
     )
 
 
@@ -251,6 +265,7 @@ class _Content:
     html: str | None = None
     charset: str | None = None
     attachments: list[MailAttachment] = field(default_factory=list)
+    structure_problem: str | None = None
 
 
 @dataclass
@@ -290,12 +305,16 @@ class _ContentReader:
             content.html, html_charset = self._decode_part(html_part)
             content.charset = content.charset or html_charset
             self._html_cids = _cid_references(content.html)
+        has_body_text = bool(content.text.strip() or (content.html or "").strip())
         body_parts = [plain_part, html_part]
         if plain_part is None and html_part is None and _is_unsplit_text(message):
             content.text, content.charset = self._decode_part(message)
             body_parts.append(message)
 
+        unsplit: list[Message] = []
         for part, in_alternative in _iter_leaves(message, self._defects):
+            if _is_unsplit_multipart(part):
+                unsplit.append(part)
             if any(part is body_part for body_part in body_parts):
                 continue
             try:
@@ -307,6 +326,11 @@ class _ContentReader:
                     f"a {content_type} part could not be read ({type(exc).__name__})"
                 )
 
+        # The raw text of a multipart that was not split is MIME syntax, not what the
+        # sender wrote, so only text from parts that were found counts.
+        has_body_text = has_body_text or any(piece.strip() for piece in self._tail)
+        if unsplit and not has_body_text and not self._tnef_text.strip():
+            content.structure_problem = _unsplit_problem(unsplit[0])
         if not content.text.strip() and content.html:
             content.text = _html_to_text(content.html, self._defects)
         if not content.text.strip() and self._tnef_text:
@@ -421,6 +445,41 @@ def _is_unsplit_text(message: Message) -> bool:
     """
     maintype = _safe_type(message).split("/", 1)[0]
     return not message.is_multipart() and maintype in ("text", "multipart")
+
+
+def _is_unsplit_multipart(part: Message) -> bool:
+    """Return True for a multipart whose parts the parser could not find.
+
+    A multipart with a blank body is not one, because it has nothing to find.
+    """
+    if part.is_multipart() or not _safe_type(part).startswith("multipart/"):
+        return False
+    if not any(isinstance(defect, _UNSPLIT_DEFECTS) for defect in part.defects):
+        return False
+    return bool(_payload_bytes(part).strip())
+
+
+def _unsplit_problem(part: Message) -> str:
+    """Describe why the parts of an unsplit multipart were not found, for support."""
+    content_type = _safe_type(part)
+    no_boundary = email_errors.NoBoundaryInMultipartDefect
+    try:
+        boundary = part.get_boundary()
+    except Exception:
+        boundary = None
+    if any(isinstance(defect, no_boundary) for defect in part.defects):
+        problem = f"the {content_type} part has no boundary parameter"
+    elif boundary is None:
+        problem = f"the parts of the {content_type} part were not found"
+    else:
+        problem = (
+            f"the boundary {boundary[:100]!r} of the {content_type} part never "
+            "appears in its body"
+        )
+        # An unclosed quote makes the boundary take in the rest of the header.
+        if (_raw_header(part, "content-type") or "").count('"') % 2:
+            problem += ", because the Content-Type header has an unclosed quote"
+    return problem + "; no text part was read"
 
 
 def _iter_leaves(message: Message, defects: _Defects):

@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 # Notices that reject a builder's mail are rate-limited per
 # recipient, so a misbehaving sender or a loop cannot make the gateway spam.
 LIMITED_KINDS = frozenset(
-    {"attachments_rejected", "reply_to_closed", "reply_to_duplicate", "title_rejected"}
+    {
+        "attachments_rejected",
+        "mime_unreadable",
+        "reply_to_closed",
+        "reply_to_duplicate",
+        "title_rejected",
+    }
 )
 NOTICE_INTERVAL = timedelta(minutes=10)
 

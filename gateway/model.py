@@ -39,6 +39,9 @@ class ParsedMail:
     headers: tuple[tuple[str, str], ...] = ()
     defects: tuple[str, ...] = ()
     size_bytes: int = 0
+    # Why the MIME structure could not be read, set only when no text was read
+    # from it. Then ``text`` may be raw MIME syntax rather than what the sender wrote.
+    structure_problem: str | None = None
 
     def header(self, name: str) -> str | None:
         """Return the first value of a header, matched case-insensitively."""

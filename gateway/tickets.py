@@ -413,6 +413,8 @@ class Desk:
         self, step: Step, builder: Builder, *, referred: _Match | None
     ) -> Verdict:
         tx, mail, now = step.tx, step.mail, step.now
+        if mail.structure_problem is not None:
+            return await self._reject_unreadable(step, builder, mail.structure_problem)
         checked = step.checked
         if not checked.ok and not self._settings.drop_failing_attachments:
             return await self._reject_attachments(step, builder, checked.problems, None)
@@ -514,6 +516,30 @@ class Desk:
                  step.inbound_id, len(problems))
         return Verdict(250, "2.0.0", "Received, but the attachments were not accepted"
                        f"{_notice_hint(sent)}", "rejected_attachments")
+
+    async def _reject_unreadable(
+        self, step: Step, builder: Builder, problem: str
+    ) -> Verdict:
+        # Without readable text the title and description rules would blame the
+        # builder's wording, when the sender's mail program is at fault.
+        await step.tx.set_inbound_outcome(
+            step.inbound_id, "rejected_unreadable_mime", detail=problem,
+            dedupe_key=step.dedupe_key,
+        )
+        subject = intake.clean_title(step.mail.subject)
+        notice = self._renderer.render(
+            "mime_unreadable",
+            f"Not accepted: {subject or 'your message'}",
+            builder_name=builder.name,
+            subject=subject,
+        )
+        sent = await self._mailer.queue(step.tx, builder, notice, now=step.now,
+                                        answering=step.mail)
+        log.warning("inbound %d rejected: its MIME structure could not be read "
+                    "(%d defects)", step.inbound_id, len(step.mail.defects))
+        return Verdict(250, "2.0.0", "Received, but the message structure could not be "
+                       f"read, so no ticket was opened{_notice_hint(sent)}",
+                       "rejected_unreadable_mime")
 
     async def _reject_title(
         self, step: Step, builder: Builder, title: str, problem: str

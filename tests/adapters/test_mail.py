@@ -252,6 +252,133 @@ def test_multipart_without_boundary_keeps_text() -> None:
     assert parsed.defects
 
 
+
+# Unreadable MIME structure
+
+
+@pytest.mark.parametrize("name", CLIENT_SAMPLES)
+def test_client_sample_structure_is_readable(name: str) -> None:
+    assert parse_sample(name).structure_problem is None
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        (
+            "unclosed_boundary_quote.eml",
+            "the boundary '----=_NextPart_000_000D_01DB4878.BFE09330;\\tcharset=' of "
+            "the multipart/alternative part never appears in its body, because the "
+            "Content-Type header has an unclosed quote; no text part was read",
+        ),
+        (
+            "boundary_never_appears.eml",
+            "the boundary 'Apple-Mail=_3F1C9A72-5E48-4B0D-8A6C-1D2E7F903B54' of the "
+            "multipart/mixed part never appears in its body; no text part was read",
+        ),
+        (
+            "multipart_without_boundary.eml",
+            "the multipart/mixed part has no boundary parameter; no text part was read",
+        ),
+    ],
+    ids=["unclosed-quote", "boundary-never-appears", "no-boundary"],
+)
+def test_unsplit_multipart_sets_structure_problem(name: str, problem: str) -> None:
+    parsed = parse_sample(name)
+
+    assert parsed.structure_problem == problem
+    assert parsed.from_address == "ada@example.com"
+    assert parsed.subject
+
+
+def test_unsplit_inner_part_without_text() -> None:
+    raw = build_message(
+        "From: ada@example.com\nSubject: x\n"
+        'Content-Type: multipart/mixed; boundary="outer"',
+        '--outer\nContent-Type: multipart/alternative; boundary="inner"\n\n'
+        "--other\nContent-Type: text/plain\n\nThe real text.\n--other--\n"
+        "--outer\nContent-Type: image/png\nContent-Disposition: attachment; "
+        "filename=shot.png\n\nPNG\n--outer--\n",
+    )
+
+    parsed = parse_mail(raw)
+
+    assert parsed.structure_problem is not None
+    assert "multipart/alternative" in parsed.structure_problem
+    assert [a.filename for a in parsed.attachments] == ["shot.png"]
+
+
+def test_unsplit_inner_part_beside_text() -> None:
+    raw = build_message(
+        "From: ada@example.com\nSubject: x\n"
+        'Content-Type: multipart/mixed; boundary="outer"',
+        "--outer\nContent-Type: text/plain\n\nThe text that was read.\n"
+        '--outer\nContent-Type: multipart/related; boundary="inner"\n\n'
+        "--other\nContent-Type: image/png\n\nPNG\n--other--\n--outer--\n",
+    )
+
+    parsed = parse_mail(raw)
+
+    assert parsed.structure_problem is None
+    assert parsed.text == "The text that was read."
+
+
+def test_missing_close_boundary_is_readable() -> None:
+    raw = build_message(
+        "From: ada@example.com\nSubject: x\n"
+        'Content-Type: multipart/mixed; boundary="b"',
+        "--b\nContent-Type: text/plain\n\nText before the cut.\n",
+    )
+
+    parsed = parse_mail(raw)
+
+    assert parsed.structure_problem is None
+    assert parsed.text == "Text before the cut."
+    assert any("CloseBoundaryNotFoundDefect" in defect for defect in parsed.defects)
+
+
+def test_unclosed_quote_at_header_end_is_readable() -> None:
+    # The standard parser reads a boundary whose quote the header's end cuts off.
+    raw = build_message(
+        'From: ada@example.com\nSubject: x\nContent-Type: multipart/mixed; boundary="b',
+        "--b\nContent-Type: text/plain\n\nStill split.\n--b--\n",
+    )
+
+    parsed = parse_mail(raw)
+
+    assert parsed.structure_problem is None
+    assert parsed.text == "Still split."
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ("Content-Type: text/plain", ""),
+        ("Content-Type: text/html", "<p><img src=\"cid:logo\"></p>\n"),
+        ('Content-Type: multipart/mixed; boundary="b"', "\n\n"),
+        (
+            'Content-Type: multipart/mixed; boundary="b"',
+            "--b\nContent-Type: application/pdf\nContent-Disposition: attachment; "
+            "filename=scan.pdf\n\n%PDF-1.4\n--b--\n",
+        ),
+    ],
+    ids=["empty-text", "html-without-text", "empty-multipart", "file-only"],
+)
+def test_message_without_text_is_readable(headers: str, body: str) -> None:
+    raw = build_message(f"From: ada@example.com\nSubject: x\n{headers}", body)
+
+    parsed = parse_mail(raw)
+
+    assert parsed.structure_problem is None
+    assert parsed.text.strip() == ""
+
+
+def test_deep_nesting_sets_structure_problem() -> None:
+    parsed = parse_mail(build_nested_message(5000))
+
+    assert parsed.structure_problem is not None
+    assert "nested too deeply" in parsed.structure_problem
+
+
 # Headers
 
 

@@ -182,6 +182,27 @@ def test_large_unusual_message_same_result(case: str) -> None:
     assert parse_mail(raw) == parse_standard(raw)
 
 
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (b'boundary="=_renamed"', "boundary '=_renamed' of the multipart/mixed"),
+        (b'boundary="=_outer_boundary; charset=utf-8', "unclosed quote"),
+        (b"charset=utf-8", "has no boundary parameter"),
+    ],
+    ids=["boundary-never-appears", "unclosed-quote", "no-boundary"],
+)
+def test_large_unsplit_multipart_same_problem(header: bytes, problem: str) -> None:
+    files = [file_bytes(seed, 300_000) for seed in range(2)]
+    raw = large_message(files).replace(b'boundary="=_outer_boundary"', header, 1)
+    assert parse_skeleton(raw, mail._POLICY, mail.CUT_MIN_RUN_BYTES) is not None
+
+    parsed = parse_mail(raw)
+
+    assert parsed == parse_standard(raw)
+    assert parsed.structure_problem is not None
+    assert problem in parsed.structure_problem
+
+
 def test_large_message_parse_memory() -> None:
     files = [file_bytes(seed, 2 * MIB) for seed in range(5)]
     raw = large_message(files)

@@ -434,7 +434,8 @@ _FRAGMENTS = [
 _KNOWN_OUTCOMES = {
     "ticket_created", "reply_added", "duplicate", "rejected_unknown_sender",
     "rejected_missing_sender",
-    "rejected_attachments", "rejected_title", "rejected_max_header_bytes",
+    "rejected_attachments", "rejected_title", "rejected_unreadable_mime",
+    "rejected_max_header_bytes",
     "rejected_max_mime_parts", "rejected_max_mime_depth", "rejected_max_recipients",
     "automatic_ignored", "automatic_recorded", "dropped_own_mail", "held_rate_limit",
 }

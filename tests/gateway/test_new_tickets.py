@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from adapters import mail
+from adapters.mime_skeleton import parse_skeleton
 from conftest import DIALECT, RunningGateway, sample
+from gateway.cli import to_crlf
+from test_hostile_mail import MIB, large_message, png_of_size, send_crlf
 
 
 def _delivered(gateway: RunningGateway) -> list[email.message.EmailMessage]:
@@ -266,3 +270,103 @@ def test_new_ticket_statement_count_is_fixed(ada: RunningGateway) -> None:
     # counter and suppression, with no query per earlier ticket or message.
     assert counts[1] == counts[2]
     assert counts[2] <= 16
+
+
+# Messages whose MIME structure cannot be read
+
+UNREADABLE_SAMPLES = {
+    "unclosed_boundary_quote.eml": "unclosed quote",
+    "boundary_never_appears.eml": "never appears in its body",
+    "multipart_without_boundary.eml": "has no boundary parameter",
+    "alternative_boundary_never_appears.eml": "'=_alt_8c3d07e61b94' of the multipart/",
+}
+
+
+def _inbound(gateway: RunningGateway) -> tuple[str, str]:
+    [(outcome, detail)] = gateway.sql("select outcome, detail from inbound_messages")
+    return outcome, detail
+
+
+def _stored_raw(gateway: RunningGateway) -> bytes | None:
+    async def work() -> bytes | None:
+        async with gateway.gateway.store.read() as tx:
+            [record] = await tx.list_inbound(limit=1)
+            _, raw = await tx.get_inbound_raw(record.id)
+            return raw
+
+    return gateway.call(work)
+
+
+@pytest.mark.parametrize("name", list(UNREADABLE_SAMPLES), ids=lambda name: name[:-4])
+def test_unreadable_mime_gets_own_notice(ada: RunningGateway, name: str) -> None:
+    code, text = ada.send(sample(name))
+
+    assert code == 250, text
+    assert "structure could not be read" in text
+    assert ada.ticket(1) is None
+    [notice] = _delivered(ada)
+    assert notice["Subject"].strip().startswith("Not accepted: ")
+    assert notice["Auto-Submitted"] == "auto-replied"
+    body = notice.get_body(("plain",)).get_content()
+    assert "its structure could not be read" in body
+    assert "as plain text" in body
+    assert "from another mail program" in body
+    assert "too little detail" not in body
+    assert "its structure could not be read" in notice.get_body(("html",)).get_content()
+
+
+@pytest.mark.parametrize("name", list(UNREADABLE_SAMPLES), ids=lambda name: name[:-4])
+def test_unreadable_mime_outcome_names_problem(ada: RunningGateway, name: str) -> None:
+    ada.send(sample(name))
+
+    outcome, detail = _inbound(ada)
+
+    assert outcome == "rejected_unreadable_mime"
+    assert UNREADABLE_SAMPLES[name] in detail
+    assert "no text part was read" in detail
+
+
+def test_unreadable_mime_raw_message_is_kept(ada: RunningGateway) -> None:
+    raw = sample("boundary_never_appears.eml")
+
+    ada.send(raw)
+
+    assert _stored_raw(ada) == to_crlf(raw)
+
+
+def test_large_unreadable_mime_gets_own_notice(ada: RunningGateway) -> None:
+    # Large messages are parsed with their base64 runs cut out first.
+    raw = large_message([("blank-page.png", png_of_size(2 * MIB))]).replace(
+        b"boundary=large", b"boundary=large-renamed", 1
+    )
+    assert parse_skeleton(raw, mail._POLICY, mail.CUT_MIN_RUN_BYTES) is not None
+
+    code, text = send_crlf(ada, raw)
+
+    assert code == 250, text
+    assert "structure could not be read" in text
+    outcome, detail = _inbound(ada)
+    assert outcome == "rejected_unreadable_mime"
+    assert "'large-renamed'" in detail
+    [notice] = _delivered(ada)
+    body = notice.get_body(("plain",)).get_content()
+    assert "its structure could not be read" in body
+    assert _stored_raw(ada) == raw
+
+
+def test_html_only_message_still_opens_ticket(ada: RunningGateway) -> None:
+    code, text = ada.send(sample("html_only.eml"))
+
+    assert code == 250, text
+    assert _inbound(ada)[0] == "ticket_created"
+
+
+def test_empty_body_still_gets_detail_notice(ada: RunningGateway) -> None:
+    code, text = ada.send(sample("empty_body.eml"))
+
+    assert code == 250, text
+    outcome, detail = _inbound(ada)
+    assert outcome == "rejected_title"
+    assert "too little detail" in detail
+    [notice] = _delivered(ada)
+    assert "too little detail" in notice.get_body(("plain",)).get_content()
