@@ -341,6 +341,9 @@ class Desk:
         tx, mail, now = step.tx, step.mail, step.now
         if not rules.accepts_builder_replies(ticket.status):
             return await self._reject_finished(step, ticket)
+        if mail.structure_problem is not None:
+            return await self._reject_unreadable(step, ticket.builder,
+                                                 mail.structure_problem, ticket)
 
         checked = step.checked
         if not checked.ok and not self._settings.drop_failing_attachments:
@@ -414,7 +417,7 @@ class Desk:
     ) -> Verdict:
         tx, mail, now = step.tx, step.mail, step.now
         if mail.structure_problem is not None:
-            return await self._reject_unreadable(step, builder, mail.structure_problem)
+            return await self._reject_unreadable(step, builder, mail.structure_problem, None)
         checked = step.checked
         if not checked.ok and not self._settings.drop_failing_attachments:
             return await self._reject_attachments(step, builder, checked.problems, None)
@@ -518,28 +521,33 @@ class Desk:
                        f"{_notice_hint(sent)}", "rejected_attachments")
 
     async def _reject_unreadable(
-        self, step: Step, builder: Builder, problem: str
+        self, step: Step, builder: Builder, problem: str, ticket: TicketState | None
     ) -> Verdict:
         # Without readable text the title and description rules would blame the
-        # builder's wording, when the sender's mail program is at fault.
+        # builder's wording, when the sender's mail program is at fault. A reply
+        # would add raw MIME syntax to the ticket's thread.
         await step.tx.set_inbound_outcome(
             step.inbound_id, "rejected_unreadable_mime", detail=problem,
-            dedupe_key=step.dedupe_key,
+            ticket_id=ticket.id if ticket else None, dedupe_key=step.dedupe_key,
         )
         subject = intake.clean_title(step.mail.subject)
         notice = self._renderer.render(
             "mime_unreadable",
-            f"Not accepted: {subject or 'your message'}",
+            ticket_subject(ticket.number, ticket.title) if ticket
+            else f"Not accepted: {subject or 'your message'}",
             builder_name=builder.name,
             subject=subject,
+            number=ticket.number if ticket else None,
         )
         sent = await self._mailer.queue(step.tx, builder, notice, now=step.now,
-                                        answering=step.mail)
+                                        ticket=ticket, answering=step.mail)
         log.warning("inbound %d rejected: its MIME structure could not be read "
                     "(%d defects)", step.inbound_id, len(step.mail.defects))
+        result = (f"it was not added to ticket #{ticket.number}" if ticket
+                  else "no ticket was opened")
         return Verdict(250, "2.0.0", "Received, but the message structure could not be "
-                       f"read, so no ticket was opened{_notice_hint(sent)}",
-                       "rejected_unreadable_mime")
+                       f"read, so {result}{_notice_hint(sent)}",
+                       "rejected_unreadable_mime", ticket.number if ticket else None)
 
     async def _reject_title(
         self, step: Step, builder: Builder, title: str, problem: str

@@ -421,3 +421,44 @@ def test_outbound_mail_threads_and_carries_reply_address(thread: Thread) -> None
     assert thread.ack_id in reply["References"]
     assert reply["Reply-To"].addresses[0].addr_spec == thread.reply_to
     assert "Please try the new build." in reply.get_body(("plain",)).get_content()
+
+
+def _unreadable_reply(thread: Thread) -> bytes:
+    """A reply from Outlook whose Content-Type has an unclosed quote in its boundary."""
+    boundary = "----=_NextPart_000_0021_01DB4E2A.6C1F7D40"
+    return (
+        "From: Ada Lovelace <ada@example.com>\r\n"
+        f"To: {thread.reply_to}\r\n"
+        f"Subject: RE: {thread.ack['Subject']}\r\n"
+        "Date: Tue, 08 Dec 2026 09:12:03 +0100\r\n"
+        "Message-ID: <002201db4e2a$6c1f7d40$44567ac0$@example.com>\r\n"
+        f"In-Reply-To: <{thread.ack_id}>\r\n"
+        f"References: {thread.references}\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/alternative;\r\n"
+        f'\tboundary="{boundary};\r\n'
+        "X-Mailer: Microsoft Outlook 16.0\r\n"
+        "\r\n"
+        f"--{boundary}\r\n"
+        "Content-Type: text/plain; charset=\"us-ascii\"\r\n"
+        "\r\n"
+        "The blank page is back since this morning's update.\r\n"
+        "\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+
+
+def test_unreadable_reply_not_added(thread: Thread) -> None:
+    before = len(thread.outbox())
+
+    code, text = thread.gateway.send(_unreadable_reply(thread))
+
+    assert code == 250, text
+    assert "not added to ticket #1" in text
+    assert len(_builder_messages(thread.gateway)) == 1
+    [notice] = thread.outbox()[before:]
+    assert "[#1]" in notice["Subject"]
+    assert notice["In-Reply-To"].strip() == "<002201db4e2a$6c1f7d40$44567ac0$@example.com>"
+    body = notice.get_body(("plain",)).get_content().replace("\n", " ")
+    assert "could not add your reply to ticket #1" in body
+    assert "its structure could not be read" in body
