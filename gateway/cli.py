@@ -675,6 +675,8 @@ def digest(context: click.Context, dry_run: bool) -> None:
                 click.echo(f"  #{ticket.number}\t{ticket.severity}\t"
                            f"waiting {describe_wait(now - waiting.wait_started_at)}\t"
                            f"{ticket.title}")
+            if plan.more_waiting:
+                click.echo(f"  and {plan.more_waiting} more, not listed")
         return count
 
     count = _run(lambda: _with_desks(config, work))

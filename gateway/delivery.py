@@ -23,14 +23,16 @@ class Transport(Protocol):
 
 
 class Preparer(Protocol):
-    """Fills in emails queued without a body (digests), in the worker's claim transaction.
+    """Fills in emails queued without a body (digests), after WORKER's claim commits.
 
-    Returns the emails to deliver and those that could not be prepared, with
-    the error. Emails in neither list were finished in TX without sending.
+    Opens its own transactions, and writes only to rows that WORKER still
+    claims. Returns the emails to deliver and those that could not be
+    prepared, with the error. Emails in neither list were finished without
+    sending, or went to another worker whose claim replaced WORKER's.
     """
 
     async def __call__(
-        self, tx: Any, emails: Sequence[OutgoingEmail], *, now: datetime
+        self, emails: Sequence[OutgoingEmail], *, worker: str, now: datetime
     ) -> tuple[list[OutgoingEmail], list[tuple[OutgoingEmail, str]]]: ...
 
 
@@ -85,16 +87,20 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Deliver one batch of due mail; return how many outbox rows it handled."""
         failed: list[tuple[OutgoingEmail, str]] = []
-        # The claim is short: a few indexed statements, and composing the batch's
-        # queued digests. Rows with large payloads are still claimed and fetched
-        # on the connection's thread (see claim_outbox_rows).
+        # The claim is short: a few indexed statements. Rows with large payloads
+        # are still claimed and fetched on the connection's thread (see
+        # claim_outbox_rows).
         async with self._store.write(short=True) as tx:
             claimed = await tx.claim_due_emails(
                 worker=self.worker_id, now=self._now(), lease=self._claim_lease, limit=BATCH_SIZE
             )
-            batch = claimed
-            if claimed and self._prepare is not None:
-                batch, failed = await self._prepare(tx, claimed, now=self._now())
+        batch = claimed
+        # Queued digests are composed after the claim commits, so SQLite's single
+        # writer is not held while their tickets are read and their text rendered.
+        # If this raises, the batch stays claimed until the lease ends.
+        if claimed and self._prepare is not None:
+            batch, failed = await self._prepare(claimed, worker=self.worker_id,
+                                                now=self._now())
         for email, error in failed:
             await self._record_failure(email, error, permanent=False)
         for email in batch:

@@ -3,7 +3,9 @@
 Who gets what: a builder with at least one ticket in waiting_on_builder for
 longer than `waiting_after`, that no digest listed within `repeat_after` and
 that fewer than `max_reminders` digests listed in this wait. The most urgent
-ticket comes first: by severity, then by the longest wait.
+ticket comes first: by severity, then by the longest wait. A digest lists at
+most MAX_LISTED_TICKETS of them and counts the rest. Only the listed ones count
+as reminded, so the others stay due for the next period.
 
 Scheduled runs follow a cron expression read in each builder's time zone.
 Each run handles the latest scheduled time (the period) at or before now, so
@@ -14,7 +16,7 @@ with a fixed number of set-based statements in one transaction, whatever the
 number of builders. Several instances, or a run that restarts after a crash,
 therefore never send a builder two digests for one period.
 
-The outbox worker composes each digest when it claims the row
+The outbox worker composes each digest after it claims the row
 (DigestRunner.compose_queued), from the tickets the run recorded that still
 wait. A digest whose builder opted out, whose address is suppressed or never
 reads mail, or that has nothing left to list by then is cancelled unsent.
@@ -44,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # Builders per read of `digest --dry-run`, which lists digests without claiming them.
 PREVIEW_PAGE_BUILDERS = 200
+# The maximum number of tickets one digest lists. It counts the rest and points to
+# the builder's page, because a long list is hard to act on, and the outbox worker
+# reads each listed ticket's latest question when it composes the digest.
+MAX_LISTED_TICKETS = 20
 EXCERPT_CHARS = 240
 # Characters read from the database for an excerpt, before whitespace is folded.
 _EXCERPT_READ_CHARS = 1000
@@ -90,6 +96,8 @@ class DigestPlan:
 
     builder: Builder
     tickets: tuple[WaitingTicket, ...]
+    # Due tickets that the digest leaves out because of MAX_LISTED_TICKETS.
+    more_waiting: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,8 @@ class QueuedDigest:
     suppressed: bool
     # The claimed tickets that still wait in the same wait, most urgent first.
     tickets: tuple[WaitingTicket, ...]
+    # Claimed tickets left out by MAX_LISTED_TICKETS that still wait.
+    more_waiting: int = 0
 
 
 @dataclass(frozen=True)
@@ -219,7 +229,7 @@ class DigestRunner:
             plans = group_by_builder(rows)
             for plan in plans:
                 if self._never_reads_mail(plan.builder) is None:
-                    yield plan
+                    yield bounded(plan)
             if len(plans) < PREVIEW_PAGE_BUILDERS:
                 return
             after = plans[-1].builder.id
@@ -245,7 +255,8 @@ class DigestRunner:
                 period_start=period.start, timezones=period.timezones, claimed_by=run,
                 message_id_prefix=f"{local}.", message_id_domain=domain, now=now, **due,
             )
-            await tx.record_claimed_tickets(period_start=period.start, claimed_by=run, **due)
+            await tx.record_claimed_tickets(period_start=period.start, claimed_by=run,
+                                            max_listed=MAX_LISTED_TICKETS, **due)
             counts = await tx.queue_claimed_digests(
                 period_start=period.start, claimed_by=run, sender=self._sender_address,
                 now=now,
@@ -259,60 +270,125 @@ class DigestRunner:
         return counts
 
     async def compose_queued(
-        self, tx: Any, emails: Sequence[OutgoingEmail], *, now: datetime
+        self, emails: Sequence[OutgoingEmail], *, worker: str, now: datetime
     ) -> tuple[list[OutgoingEmail], list[tuple[OutgoingEmail, str]]]:
-        """Compose the queued digests among EMAILS that the outbox worker just claimed.
+        """Compose the queued digests among EMAILS, which WORKER has claimed.
 
-        Runs in the worker's claim transaction, so each digest is composed and
-        stored once, and a retry sends the same bytes. Returns the emails to
-        deliver (other kinds unchanged) and those whose composing failed, with
-        the error. Digests that must not go out are cancelled in TX.
+        Call it after the claim commits. The tickets are read in a read
+        transaction and each digest is composed outside any transaction, so
+        SQLite's single writer is free meanwhile. A short write transaction
+        then stores each composed digest in its row, so a retry sends the same
+        bytes, and cancels the digests that must not go out. It does so only
+        for rows that WORKER still claims. Returns the emails to deliver (other
+        kinds unchanged) and those whose composing failed, with the error. A
+        digest whose claim ran out and went to another worker meanwhile is in
+        neither list: that worker composes and sends it.
         """
         unsent = [email.id for email in emails if not email.data]
         if not unsent:
             return list(emails), []
-        queued = {
-            digest.outbox_id: digest
-            for digest in await tx.queued_digests(unsent, excerpt_chars=_EXCERPT_READ_CHARS,
-                                                  now=now)
-        }
-        ready: list[OutgoingEmail] = []
+        async with self._store.read() as tx:
+            queued = {
+                digest.outbox_id: digest
+                for digest in await tx.queued_digests(
+                    unsent, excerpt_chars=_EXCERPT_READ_CHARS, now=now
+                )
+            }
+            cancelled = {
+                digest.outbox_id: reason
+                for digest in queued.values()
+                if (reason := self._reason_not_to_send(digest)) is not None
+            }
+            sending = [digest for digest in queued.values()
+                       if digest.outbox_id not in cancelled]
+            # A digest about one ticket threads into that ticket's conversation.
+            references: dict[int, list[str]] = {}
+            for digest in sending:
+                if len(digest.tickets) == 1:
+                    ticket_id = digest.tickets[0].ticket.id
+                    thread = await tx.thread_message_ids(ticket_id)
+                    references[digest.outbox_id] = thread
+        links = await self._issue_links(sending, now)
+
+        composed: dict[int, ComposedDigest] = {}
         failed: list[tuple[OutgoingEmail, str]] = []
-        composed: list[ComposedDigest] = []
-        cancelled: dict[int, str] = {}
         for email in emails:
             digest = queued.get(email.id)
-            if email.data or digest is None:
-                ready.append(email)
+            if email.data or digest is None or email.id in cancelled:
                 continue
-            reason = self._reason_not_to_send(digest)
-            if reason is not None:
-                log.info("digest (outbox %d) to builder %d cancelled: %s",
-                         email.id, digest.builder.id, reason)
-                cancelled[email.id] = reason
-                continue
-            # The database work comes first, outside the guard below: a failed
-            # statement ends the transaction and must reach the worker.
-            link = await self._mailer.issue_builder_link(tx, digest.builder, now=now)
-            references: list[str] = []
-            if len(digest.tickets) == 1:
-                references = await tx.thread_message_ids(digest.tickets[0].ticket.id)
             try:
-                done = self._compose(digest, link, references, now)
+                composed[email.id] = self._compose(
+                    digest, links.get(email.id), references.get(email.id, []), now
+                )
             except Exception as exc:
-                # One digest that cannot be composed must not roll back the
-                # worker's claim of the whole batch; it is retried like a failed
-                # delivery instead.
+                # One digest that cannot be composed must not hold back the rest
+                # of the batch, so it is retried like a failed delivery instead.
                 log.exception("digest (outbox %d) could not be composed", email.id)
                 failed.append((email, f"composing failed: {type(exc).__name__}: {exc}"))
-                continue
-            composed.append(done)
-            ready.append(replace(email, data=done.data))
-        await tx.store_composed_digests(composed, now=now)
-        await tx.cancel_digest_emails(cancelled)
-        await tx.forget_digest_tickets([digest.outbox_id for digest in composed]
-                                       + list(cancelled))
+
+        finished = await self._store_composed(composed, cancelled, worker=worker,
+                                              now=now)
+        for outbox_id, reason in cancelled.items():
+            if outbox_id in finished:
+                log.info("digest (outbox %d) to builder %d cancelled: %s",
+                         outbox_id, queued[outbox_id].builder.id, reason)
+
+        ready: list[OutgoingEmail] = []
+        for email in emails:
+            if email.id in finished and email.id in composed:
+                ready.append(replace(email, data=composed[email.id].data))
+            elif email.data or email.id not in queued:
+                ready.append(email)
         return ready, failed
+
+    async def _store_composed(
+        self,
+        composed: dict[int, ComposedDigest],
+        cancelled: dict[int, str],
+        *,
+        worker: str,
+        now: datetime,
+    ) -> set[int]:
+        """Store COMPOSED and cancel CANCELLED where WORKER still claims the row.
+
+        Returns the outbox ids it stored or cancelled.
+        """
+        if not composed and not cancelled:
+            return set()
+        async with self._store.write(short=True) as tx:
+            still_claimed = await tx.lock_claimed_digests([*composed, *cancelled],
+                                                          worker=worker)
+            await tx.store_composed_digests(
+                [done for outbox_id, done in composed.items()
+                 if outbox_id in still_claimed],
+                now=now,
+            )
+            await tx.cancel_digest_emails(
+                {outbox_id: reason for outbox_id, reason in cancelled.items()
+                 if outbox_id in still_claimed}
+            )
+            await tx.forget_digest_tickets(sorted(still_claimed))
+        for outbox_id in sorted((set(composed) | set(cancelled)) - still_claimed):
+            log.warning("digest (outbox %d) left to another worker: the claim ran out "
+                        "while it was composed", outbox_id)
+        return still_claimed
+
+    async def _issue_links(
+        self, digests: Sequence[QueuedDigest], now: datetime
+    ) -> dict[int, tuple[str, datetime] | None]:
+        """Store a link to each digest's builder page in one transaction; return them.
+
+        The links are keyed by outbox id.
+        """
+        if not digests:
+            return {}
+        async with self._store.write(short=True) as tx:
+            return {
+                digest.outbox_id: await self._mailer.issue_builder_link(
+                    tx, digest.builder, now=now
+                )
+                for digest in digests
+            }
 
     def _reason_not_to_send(self, digest: QueuedDigest) -> str | None:
         if digest.opted_out:
@@ -341,13 +417,13 @@ class DigestRunner:
     ) -> ComposedDigest:
         notice = render_digest(
             self._renderer,
-            DigestPlan(digest.builder, digest.tickets),
+            DigestPlan(digest.builder, digest.tickets, digest.more_waiting),
             now=now,
             reply_address=self._mailer.reply_address,
             unsubscribe_url=self._unsubscribe_url(digest.builder),
+            has_builder_link=link is not None,
         )
         notice = with_builder_link(notice, link)
-        # A digest about one ticket threads into that ticket's conversation.
         single = digest.tickets[0].ticket if len(digest.tickets) == 1 else None
         message_id, data = self._mailer.compose_unqueued(
             digest.builder,
@@ -395,6 +471,15 @@ def group_by_builder(rows: Sequence[WaitingTicket]) -> list[DigestPlan]:
     return plans
 
 
+def bounded(plan: DigestPlan) -> DigestPlan:
+    """Return PLAN listing at most MAX_LISTED_TICKETS tickets, counting the rest."""
+    left_out = len(plan.tickets) - MAX_LISTED_TICKETS
+    if left_out <= 0:
+        return plan
+    return DigestPlan(plan.builder, plan.tickets[:MAX_LISTED_TICKETS],
+                      plan.more_waiting + left_out)
+
+
 def render_digest(
     renderer: NoticeRenderer,
     plan: DigestPlan,
@@ -402,8 +487,13 @@ def render_digest(
     now: datetime,
     reply_address: Callable[[TicketState], str],
     unsubscribe_url: str,
+    has_builder_link: bool = False,
 ) -> Any:
-    """Render one builder's digest as an automatic notice."""
+    """Render one builder's digest as an automatic notice.
+
+    Pass HAS_BUILDER_LINK when the email ends with a link to the builder's
+    page, so that the line about tickets left out points to it.
+    """
     tickets = [
         {
             "number": waiting.ticket.number,
@@ -417,7 +507,7 @@ def render_digest(
         }
         for waiting in plan.tickets
     ]
-    count = len(tickets)
+    count = len(tickets) + plan.more_waiting
     if count == 1:
         subject = f"Reminder: [#{tickets[0]['number']}] {tickets[0]['title']}"
     else:
@@ -427,6 +517,8 @@ def render_digest(
         subject,
         builder_name=plan.builder.name,
         tickets=tickets,
+        more_waiting=plan.more_waiting,
+        has_builder_link=has_builder_link,
         unsubscribe_url=unsubscribe_url,
     )
     return replace(notice, auto_submitted="auto-generated")

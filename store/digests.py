@@ -164,12 +164,7 @@ class DigestQueries:
             )
             .outerjoin(question, question.id == _latest_question_id())
             .where(TicketRow.builder_id.in_(next_builders))
-            .order_by(
-                TicketRow.builder_id,
-                TicketRow.severity,
-                TicketRow.status_changed_at,
-                TicketRow.number,
-            )
+            .order_by(TicketRow.builder_id, *_most_urgent_first())
         )
         rows = await self.session.execute(query)
         return [
@@ -242,20 +237,28 @@ class DigestQueries:
         waiting_since: datetime,
         repeat_before: datetime,
         max_reminders: int,
+        max_listed: int,
     ) -> None:
         """Record the due tickets of each digest CLAIMED_BY won, and count their reminders.
 
         The tickets are those claim_due_digests counted. Each is stored for the
-        outbox worker, which composes the digest from them, and its reminder
-        count for the current wait goes up by one, with PERIOD_START as the
-        latest digest period. Two statements, whatever the number of tickets.
+        outbox worker, which composes the digest from them. The digest lists
+        the MAX_LISTED most urgent ones, and only those get their reminder
+        count for the current wait raised by one, with PERIOD_START as the
+        latest digest period. The others are stored as not listed, so the
+        digest can count them, and stay due for the next period. Two
+        statements, whatever the number of tickets.
         """
         due = _due_ticket_conditions(
             waiting_since=waiting_since, repeat_before=repeat_before,
             max_reminders=max_reminders,
         )
+        rank = func.row_number().over(
+            partition_by=DigestClaimRow.id, order_by=_most_urgent_first()
+        )
         claimed_tickets = (
-            select(DigestClaimRow.id, TicketRow.id, TicketRow.status_changed_at)
+            select(DigestClaimRow.id, TicketRow.id, TicketRow.status_changed_at,
+                   rank <= max_listed)
             .select_from(TicketRow)
             .join(
                 DigestClaimRow,
@@ -270,7 +273,7 @@ class DigestQueries:
         )
         await self.session.execute(
             insert(DigestClaimTicketRow).from_select(
-                ["claim_id", "ticket_id", "wait_started_at"], claimed_tickets
+                ["claim_id", "ticket_id", "wait_started_at", "listed"], claimed_tickets
             )
         )
 
@@ -285,6 +288,7 @@ class DigestQueries:
             .where(
                 DigestClaimRow.period_start == period_start,
                 DigestClaimRow.claimed_by == claimed_by,
+                DigestClaimTicketRow.listed.is_(True),
             )
         )
         reminders = self._insert(TicketReminderRow).from_select(
@@ -359,9 +363,11 @@ class DigestQueries:
     ) -> list[QueuedDigest]:
         """Return what the queued digest emails among OUTBOX_IDS list, as of NOW.
 
-        A digest lists the tickets its run recorded (record_claimed_tickets) that
-        still wait on the builder in that same wait, most urgent first. Ids that
-        are not queued digests are left out.
+        A digest lists the tickets its run recorded as listed
+        (record_claimed_tickets) that still wait on the builder in that same
+        wait, most urgent first, and counts the recorded tickets that the bound
+        left out and that still wait. Ids that are not queued digests are left
+        out.
         """
         if not outbox_ids:
             return []
@@ -392,30 +398,17 @@ class DigestQueries:
             return []
         question = aliased(MessageRow)
         rows = await self.session.execute(
-            select(
-                OutboxRow.id,
-                TicketRow,
-                func.substr(question.body, 1, excerpt_chars),
-            )
-            .select_from(OutboxRow)
-            .join(DigestClaimRow, DigestClaimRow.message_id == OutboxRow.message_id)
-            .join(DigestClaimTicketRow, DigestClaimTicketRow.claim_id == DigestClaimRow.id)
-            .join(
-                TicketRow,
-                and_(
-                    TicketRow.id == DigestClaimTicketRow.ticket_id,
-                    TicketRow.status == WAITING,
-                    TicketRow.status_changed_at == DigestClaimTicketRow.wait_started_at,
+            _recorded_tickets_still_waiting(
+                select(
+                    OutboxRow.id,
+                    TicketRow,
+                    func.substr(question.body, 1, excerpt_chars),
                 ),
+                outbox_ids=list(found),
+                listed=True,
             )
             .outerjoin(question, question.id == _latest_question_id())
-            .where(OutboxRow.id.in_(list(found)))
-            .order_by(
-                OutboxRow.id,
-                TicketRow.severity,
-                TicketRow.status_changed_at,
-                TicketRow.number,
-            )
+            .order_by(OutboxRow.id, *_most_urgent_first())
         )
         tickets: dict[int, list[WaitingTicket]] = {outbox_id: [] for outbox_id in found}
         for outbox_id, ticket, question_text in rows:
@@ -427,6 +420,12 @@ class DigestQueries:
                     question=question_text,
                 )
             )
+        left_out = await self.session.execute(
+            _recorded_tickets_still_waiting(
+                select(OutboxRow.id, func.count()), outbox_ids=list(found), listed=False
+            ).group_by(OutboxRow.id)
+        )
+        more_waiting = {outbox_id: count for outbox_id, count in left_out}
         return [
             QueuedDigest(
                 outbox_id=outbox_id,
@@ -435,9 +434,35 @@ class DigestQueries:
                 opted_out=opted_out,
                 suppressed=suppressed,
                 tickets=tuple(tickets[outbox_id]),
+                more_waiting=more_waiting.get(outbox_id, 0),
             )
             for outbox_id, (message_id, builder, opted_out, suppressed) in found.items()
         ]
+
+    async def lock_claimed_digests(
+        self, outbox_ids: Sequence[int], *, worker: str
+    ) -> set[int]:
+        """Lock the digests among OUTBOX_IDS that WORKER may still store; return ids.
+
+        Those are the pending digest rows that WORKER still claims and whose
+        payload is still empty. A row whose claim ran out and that another
+        worker claimed, composed or sent meanwhile is left out, so the digest
+        is composed and sent once.
+        """
+        if not outbox_ids:
+            return set()
+        rows = await self.session.scalars(
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.id.in_(list(outbox_ids)),
+                OutboxRow.kind == DIGEST_KIND,
+                OutboxRow.state == "pending",
+                OutboxRow.claimed_by == worker,
+                func.length(OutboxRow.payload) == 0,
+            )
+            .with_for_update()
+        )
+        return set(rows)
 
     async def store_composed_digests(
         self, digests: Sequence[ComposedDigest], *, now: datetime
@@ -794,6 +819,41 @@ def _due_tickets(
             and_(claim.builder_id == TicketRow.builder_id, claim.period_start == period_start),
         )
         .where(*conditions)
+    )
+
+
+def _most_urgent_first() -> tuple[Any, ...]:
+    """Return the order of tickets within one digest: by severity, then longest wait."""
+    return (TicketRow.severity, TicketRow.status_changed_at, TicketRow.number)
+
+
+def _recorded_tickets_still_waiting(
+    query: Any, *, outbox_ids: Sequence[int], listed: bool
+) -> Any:
+    """Join QUERY to the recorded tickets of digest emails OUTBOX_IDS that still wait.
+
+    Keeps the tickets recorded as LISTED (or as left out by the bound) that
+    still wait on the builder in the wait they were recorded for.
+    """
+    return (
+        query.select_from(OutboxRow)
+        .join(DigestClaimRow, DigestClaimRow.message_id == OutboxRow.message_id)
+        .join(
+            DigestClaimTicketRow,
+            and_(
+                DigestClaimTicketRow.claim_id == DigestClaimRow.id,
+                DigestClaimTicketRow.listed.is_(listed),
+            ),
+        )
+        .join(
+            TicketRow,
+            and_(
+                TicketRow.id == DigestClaimTicketRow.ticket_id,
+                TicketRow.status == WAITING,
+                TicketRow.status_changed_at == DigestClaimTicketRow.wait_started_at,
+            ),
+        )
+        .where(OutboxRow.id.in_(list(outbox_ids)))
     )
 
 

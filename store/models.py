@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -401,7 +402,7 @@ class DigestClaimRow(Base):
     period_start: Mapped[datetime] = mapped_column(UtcDateTime)
     # The Message-ID of the digest's outbox row, without angle brackets.
     message_id: Mapped[str] = mapped_column(String(998))
-    # Tickets due when the digest was claimed; the email lists those still waiting.
+    # Tickets due when the digest was claimed, including those it does not list.
     ticket_count: Mapped[int] = mapped_column(Integer)
     # The run that won the claim (instance and a token of that run).
     claimed_by: Mapped[str] = mapped_column(String(100))
@@ -409,7 +410,7 @@ class DigestClaimRow(Base):
 
 
 class DigestClaimTicketRow(Base):
-    """A ticket that a claimed digest lists, kept until the outbox worker composes it."""
+    """A ticket due for a claimed digest, kept until the outbox worker composes it."""
 
     __tablename__ = "digest_claim_tickets"
 
@@ -421,6 +422,9 @@ class DigestClaimTicketRow(Base):
     )
     # The wait it was listed for: the digest leaves it out once that wait ended.
     wait_started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # False when the digest's bound on listed tickets left it out: the digest then
+    # only counts it, and no reminder is recorded for it.
+    listed: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
 
 class TicketReminderRow(Base):

@@ -22,7 +22,7 @@ from digest_support import (
     text_of,
     work,
 )
-from gateway.digest import describe_wait, excerpt
+from gateway.digest import MAX_LISTED_TICKETS, DigestPlan, describe_wait, excerpt
 from gateway.support import TicketChange
 
 # Tuesday 1 December 2026, 09:00 UTC: the fixture clock's start.
@@ -585,3 +585,94 @@ def test_one_ticket_digest_threads_into_ticket(ada: RunningGateway) -> None:
     assert builder_message_id.strip() in references
     assert digest["In-Reply-To"].strip() == references[-1]
     assert digest["Reply-To"].addresses[0].addr_spec.startswith("support+1.")
+
+
+def _waiting_longer_than_the_bound(gateway: RunningGateway) -> list[int]:
+    """Store MAX_LISTED_TICKETS + 5 waiting tickets of Ada; return them oldest first."""
+    numbers = [
+        add_waiting(gateway, "ada@example.com", f"Orders export {index} does nothing",
+                    since=TUESDAY_9 - timedelta(days=2, hours=index))
+        for index in range(MAX_LISTED_TICKETS + 5)
+    ]
+    return numbers[::-1]
+
+
+def test_digest_lists_at_most_the_bound(gateway: RunningGateway) -> None:
+    oldest_first = _waiting_longer_than_the_bound(gateway)
+
+    queued = send_digests(gateway)
+
+    [digest] = digests(gateway)
+    text = " ".join(text_of(digest).split())
+    html = digest.get_body(("html",)).get_content()
+    assert queued == 1
+    assert listed_numbers(digest) == oldest_first[:MAX_LISTED_TICKETS]
+    total = len(oldest_first)
+    assert digest["Subject"] == f"Reminder: {total} tickets wait for your answer"
+    assert ("5 more tickets wait for your answer: the link to all your tickets is at "
+            "the end of this email.") in text
+    assert "See all your tickets: http://127.0.0.1:8080/b/" in text
+    assert "5 more tickets wait for your answer" in html
+
+
+def test_left_out_tickets_are_not_reminded(gateway: RunningGateway) -> None:
+    oldest_first = _waiting_longer_than_the_bound(gateway)
+
+    send_digests(gateway)
+
+    reminded = gateway.sql("SELECT t.number FROM ticket_reminders r "
+                           "JOIN tickets t ON t.id = r.ticket_id ORDER BY t.number")
+    listed = sorted(oldest_first[:MAX_LISTED_TICKETS])
+    assert [number for (number,) in reminded] == listed
+
+
+def test_next_digest_lists_tickets_left_out(gateway: RunningGateway) -> None:
+    oldest_first = _waiting_longer_than_the_bound(gateway)
+    listed = oldest_first[:MAX_LISTED_TICKETS]
+    left_out = oldest_first[MAX_LISTED_TICKETS:]
+    send_digests(gateway)
+    digests(gateway)
+    answered = [*listed[:3], *left_out[:2]]
+    for number in answered:
+        gateway.sql("UPDATE tickets SET status = 'open' WHERE number = :n", n=number)
+
+    gateway.clock.current = datetime(2026, 12, 2, 9, 1, tzinfo=UTC)  # Wednesday
+    wednesday = send_digests(gateway)
+    *_, second = digests(gateway)
+    gateway.clock.current = datetime(2026, 12, 4, 9, 1, tzinfo=UTC)  # Friday
+    friday = send_digests(gateway)
+    *_, third = digests(gateway)
+
+    assert wednesday == 1
+    assert listed_numbers(second) == left_out[2:]
+    assert "more ticket" not in text_of(second)
+    assert friday == 1
+    assert listed_numbers(third) == listed[3:]
+    assert "more ticket" not in text_of(third)
+
+
+def test_dry_run_lists_at_most_the_bound(gateway: RunningGateway) -> None:
+    oldest_first = _waiting_longer_than_the_bound(gateway)
+
+    async def preview() -> list[DigestPlan]:
+        return [plan async for plan in work(gateway).digests.preview()]
+
+    [plan] = gateway.call(preview)
+
+    assert [w.ticket.number for w in plan.tickets] == oldest_first[:MAX_LISTED_TICKETS]
+    assert plan.more_waiting == 5
+
+
+def test_more_line_counts_tickets_still_waiting(gateway: RunningGateway) -> None:
+    oldest_first = _waiting_longer_than_the_bound(gateway)
+    send_digests(gateway)
+    for number in oldest_first[MAX_LISTED_TICKETS:][:2]:
+        gateway.sql("UPDATE tickets SET status = 'open' WHERE number = :n", n=number)
+
+    [digest] = digests(gateway)
+
+    text = " ".join(text_of(digest).split())
+    assert listed_numbers(digest) == oldest_first[:MAX_LISTED_TICKETS]
+    assert "3 more tickets wait for your answer" in text
+    total = len(oldest_first) - 2
+    assert digest["Subject"] == f"Reminder: {total} tickets wait for your answer"

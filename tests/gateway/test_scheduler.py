@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import email
+import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
+import databases
 from adapters import outbound
 from conftest import FakeClock, RunningGateway, make_config, running_gateway, sample
 from digest_support import add_waiting, digests, listed_numbers, send_digests, text_of, work
@@ -148,13 +153,11 @@ def test_crash_mid_run_then_restart_sends_once(
     assert recipients == sorted(f"builder{i}@example.com" for i in range(5))
 
 
-class _CrashingMailer:
-    """The real mailer, except that composing for one address raises while BROKEN is set."""
+class _WrappedMailer:
+    """The real mailer, for subclasses that change how a digest is composed."""
 
-    def __init__(self, mailer: Any, crash_on: str) -> None:
+    def __init__(self, mailer: Any) -> None:
         self._mailer = mailer
-        self._crash_on = crash_on
-        self.broken = True
 
     def reply_address(self, ticket: Any) -> str:
         return self._mailer.reply_address(ticket)
@@ -166,15 +169,28 @@ class _CrashingMailer:
         return await self._mailer.issue_builder_link(tx, builder, **kwargs)
 
     def compose_unqueued(self, builder: Builder, notice: Any, **kwargs: Any) -> Any:
+        return self._mailer.compose_unqueued(builder, notice, **kwargs)
+
+
+class _CrashingMailer(_WrappedMailer):
+    """The real mailer, except that composing for one address raises while BROKEN is set."""
+
+    def __init__(self, mailer: Any, crash_on: str) -> None:
+        super().__init__(mailer)
+        self._crash_on = crash_on
+        self.broken = True
+
+    def compose_unqueued(self, builder: Builder, notice: Any, **kwargs: Any) -> Any:
         if self.broken and builder.email == self._crash_on:
             raise RuntimeError("the template engine failed here")
         return self._mailer.compose_unqueued(builder, notice, **kwargs)
 
 
-def test_composing_failure_is_retried_alone(gateway: RunningGateway) -> None:
-    _waiting_builders(gateway, 5)
+def _runner_and_worker(
+    gateway: RunningGateway, mailer: Any, **worker_options: Any
+) -> tuple[DigestRunner, OutboxWorker]:
+    """Return a digest runner that composes with MAILER, and an outbox worker using it."""
     config = gateway.gateway.config
-    mailer = _CrashingMailer(gateway.gateway.mailer, "builder3@example.com")
     runner = DigestRunner(
         store=gateway.gateway.store,
         mailer=mailer,
@@ -192,7 +208,16 @@ def test_composing_failure_is_retried_alone(gateway: RunningGateway) -> None:
         retry_max_seconds=config.outbound.retry_max_seconds,
         now=gateway.clock,
         prepare=runner.compose_queued,
+        **worker_options,
     )
+    return runner, worker
+
+
+def test_composing_failure_is_retried_alone(gateway: RunningGateway) -> None:
+    _waiting_builders(gateway, 5)
+    config = gateway.gateway.config
+    mailer = _CrashingMailer(gateway.gateway.mailer, "builder3@example.com")
+    runner, worker = _runner_and_worker(gateway, mailer)
     queued = gateway.call(runner.run_due)
 
     while gateway.call(worker.run_once):
@@ -211,6 +236,87 @@ def test_composing_failure_is_retried_alone(gateway: RunningGateway) -> None:
     assert attempts == 1
     assert "the template engine failed here" in error
     assert final == sorted(f"builder{i}@example.com" for i in range(5))
+
+
+class _TakingOverMailer(_WrappedMailer):
+    """The real mailer, except that composing a digest first runs TAKE_OVER once."""
+
+    def __init__(self, mailer: Any, take_over: Callable[[], str | None]) -> None:
+        super().__init__(mailer)
+        self._take_over = take_over
+        # The error of the take-over, or None when it succeeded.
+        self.results: list[str | None] = []
+
+    def compose_unqueued(self, builder: Builder, notice: Any, **kwargs: Any) -> Any:
+        if not self.results:
+            self.results.append(self._take_over())
+        return self._mailer.compose_unqueued(builder, notice, **kwargs)
+
+
+def _claim_for(url: str, outbox_id: int, worker: str) -> str | None:
+    """Claim an outbox row for WORKER on a connection of its own, without waiting.
+
+    Returns the error when another transaction locks the row or the database,
+    else None.
+    """
+    if make_url(url).get_backend_name() == "sqlite":
+        path = make_url(url).database
+        connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("UPDATE outbox SET claimed_by = ? WHERE id = ?",
+                                (worker, outbox_id))
+            connection.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            return str(exc)
+        finally:
+            connection.close()
+        return None
+
+    async def claim() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT id FROM outbox WHERE id = $1 FOR UPDATE NOWAIT", outbox_id)
+                await connection.execute(
+                    "UPDATE outbox SET claimed_by = $1 WHERE id = $2", worker, outbox_id
+                )
+        finally:
+            await connection.close()
+
+    try:
+        databases.run_in_thread(claim)
+    except asyncpg.LockNotAvailableError as exc:
+        return str(exc)
+    return None
+
+
+def test_claim_taken_while_composing_sends_once(gateway: RunningGateway) -> None:
+    add_waiting(gateway, "ada@example.com", "Search ignores accented letters",
+                since=TUESDAY_9 - timedelta(days=2))
+    send_digests(gateway)
+    [(outbox_id,)] = gateway.sql("SELECT id FROM outbox WHERE kind = 'digest'")
+    url = gateway.gateway.config.database.url
+    # Another worker claims the row while this one composes the digest, as
+    # after a lease that ran out. Composing locks nothing, so the claim succeeds.
+    mailer = _TakingOverMailer(gateway.gateway.mailer,
+                               lambda: _claim_for(url, outbox_id, "other-worker"))
+    _, worker = _runner_and_worker(gateway, mailer, claim_lease_seconds=60)
+
+    gateway.call(worker.run_once)
+    left = gateway.sql("SELECT claimed_by, LENGTH(payload), state FROM outbox "
+                       "WHERE id = :i", i=outbox_id)
+    sent_by_first = gateway.outbox_files()
+    gateway.clock.advance(seconds=61)
+    delivered = digests(gateway)
+
+    assert mailer.results == [None]
+    assert left == [("other-worker", 0, "pending")]
+    assert sent_by_first == []
+    assert len(delivered) == 1
+    final = gateway.sql("SELECT state FROM outbox WHERE id = :i", i=outbox_id)
+    assert final == [("sent",)]
 
 
 def test_auto_resolve_tells_builder_and_reply_reopens(ada: RunningGateway) -> None:
