@@ -21,10 +21,12 @@ import click
 
 from gateway import addresses, fields
 from gateway.config import Config, load_config
-from gateway.errors import GatewayError
+from gateway.errors import DatabaseBusy, GatewayError
 from gateway.model import App
 
 T = TypeVar("T")
+# EX_TEMPFAIL of sysexits.h: the command may succeed when it is run again.
+EXIT_DATABASE_BUSY = 75
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 
 
@@ -33,7 +35,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=argv, prog_name="support-gateway")
 
 
-@click.group()
+@click.group(
+    epilog=(
+        f"Exit status: 0 on success, 1 on an error, 2 on invalid usage, and "
+        f"{EXIT_DATABASE_BUSY} when another process kept the database locked for "
+        "longer than the wait limit (run the command again later)."
+    )
+)
 @click.option(
     "--config",
     "config_path",
@@ -70,7 +78,19 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(work())
     except GatewayError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _click_error(exc) from exc
+
+
+class DatabaseBusyError(click.ClickException):
+    """A command stopped because another process held a database lock too long."""
+
+    exit_code = EXIT_DATABASE_BUSY
+
+
+def _click_error(exc: GatewayError) -> click.ClickException:
+    if isinstance(exc, DatabaseBusy):
+        return DatabaseBusyError(str(exc))
+    return click.ClickException(str(exc))
 
 
 @cli.command()
@@ -115,7 +135,10 @@ def db_upgrade(context: click.Context) -> None:
     from store.database import upgrade_schema
 
     config = _config(context)
-    upgrade_schema(config.database.url)
+    try:
+        upgrade_schema(config.database.url)
+    except GatewayError as exc:
+        raise _click_error(exc) from exc
     click.echo("database schema is up to date")
 
 

@@ -27,6 +27,10 @@ class StorageUnavailable(GatewayError):
     """The database could not store a change; the caller should retry later."""
 
 
+class DatabaseBusy(StorageUnavailable):
+    """Another process or session held a database lock for longer than the wait limit."""
+
+
 class DeliveryFailed(GatewayError):
     """An outbound message could not be delivered on this attempt."""
 

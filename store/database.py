@@ -17,12 +17,17 @@ import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.errors import DatabaseBusy, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLSTATE lock_not_available: PostgreSQL ended a lock wait at lock_timeout.
+POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
 # Connections per process. Each SMTP delivery, web request and outbox batch
 # uses one connection only for the length of its transaction.
 POSTGRES_POOL_SIZE = 10
@@ -138,6 +143,42 @@ def _begin_without_waiting(
     return True
 
 
+def unavailable_error(exc: BaseException, url: str) -> StorageUnavailable | None:
+    """Return the StorageUnavailable that explains EXC, or None for any other failure.
+
+    EXC is an error of the database driver or of connecting to the database at
+    URL. The explained causes are a lock held past the wait limit and a failed
+    connection. The message says what to do about each.
+    """
+    cause = getattr(exc, "orig", None)
+    sqlite_code = getattr(cause, "sqlite_errorcode", None)
+    if sqlite_code is not None and sqlite_code & 0xFF == sqlite3.SQLITE_BUSY:
+        return DatabaseBusy(
+            "the database is busy: another process has held its write lock for "
+            f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s; try again, or stop the process "
+            "that holds it"
+        )
+    if getattr(cause, "sqlstate", None) == POSTGRES_LOCK_NOT_AVAILABLE:
+        return DatabaseBusy(
+            "the database is busy: another session held a lock for longer than "
+            "PostgreSQL's lock_timeout; try again, or end the session that holds it"
+        )
+    # SQLAlchemy's error for a failed connection has no statement. asyncpg's
+    # OSError for a refused or timed-out connection arrives without a wrapper.
+    if isinstance(exc, OSError) or (isinstance(exc, DBAPIError) and exc.statement is None):
+        parsed = make_url(url)
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(cause)
+        if parsed.get_backend_name() == "sqlite":
+            advice = "check database.url and that the file can be opened"
+        else:
+            advice = "check database.url and that the database server is running"
+        return StorageUnavailable(
+            f"could not connect to the database at "
+            f"{parsed.render_as_string(hide_password=True)}: {reason}; {advice}"
+        )
+    return None
+
+
 def async_url(url: str) -> URL:
     """Return URL with the async driver the gateway uses for its dialect."""
     parsed = make_url(url)
@@ -239,9 +280,15 @@ def upgrade_schema(url: str) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url
-    with _sqlite_migration_lock(url):
-        # "heads": feature branches of the migration history are each applied.
-        command.upgrade(config, "heads")
+    try:
+        with _sqlite_migration_lock(url):
+            # "heads": feature branches of the migration history are each applied.
+            command.upgrade(config, "heads")
+    except (SQLAlchemyError, OSError) as exc:
+        explained = unavailable_error(exc, url)
+        if explained is None:
+            raise
+        raise explained from exc
     log.debug("database schema is up to date (%s)", make_url(url).get_backend_name())
 
 

@@ -41,6 +41,7 @@ from store.database import (
     SQLITE_BUSY_TIMEOUT_MS,
     create_engine,
     short_statements_on_loop,
+    unavailable_error,
     upgrade_schema_async,
 )
 from store.digests import DigestQueries
@@ -114,7 +115,10 @@ class Store:
                 try:
                     yield Transaction(session, self.dialect, self._counts)
                 except OperationalError as exc:
-                    raise StorageUnavailable(f"database read failed: {exc.orig}") from exc
+                    explained = unavailable_error(exc, self.url)
+                    raise explained or StorageUnavailable(
+                        f"database read failed: {exc.orig}"
+                    ) from exc
 
     @asynccontextmanager
     async def write(self, *, bulk: bool = False, short: bool = False) -> AsyncIterator[Transaction]:
@@ -150,7 +154,10 @@ class Store:
                             raise DuplicateDelivery("inbound_messages.dedupe_key") from exc
                         raise
                     except SQLAlchemyError as exc:
-                        raise StorageUnavailable(f"database write failed: {exc}") from exc
+                        explained = unavailable_error(exc, self.url)
+                        raise explained or StorageUnavailable(
+                            f"database write failed: {exc}"
+                        ) from exc
             finally:
                 # After the writer's turn, so that copying the log delays no writer.
                 if self._checkpointer is not None:
