@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -24,6 +25,13 @@ TEMPORARY_FAILURE = "451 4.3.0 Temporary failure storing the message; please try
 # enhanced status code and does not say what the limit is, so GatewaySMTP.push
 # replaces it with too_big_reply.
 STOCK_SIZE_REPLY = "552 Error: message size exceeds fixed maximum message size"
+# aiosmtpd 1.4.6's replies to a command line over its limit and to a line it
+# cannot read as a command. GatewaySMTP.push gives both the enhanced status
+# code 5.5.2 (syntax error, RFC 3463) and names the limit in the first.
+STOCK_COMMAND_TOO_LONG_REPLY = "500 Command line too long"
+STOCK_BAD_SYNTAX_REPLY = "500 Error: bad syntax"
+# An enhanced status code at the start of a reply's text, such as "5.5.4 ".
+_ENHANCED_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
 # Messages of this many bytes or more are applied one at a time.
 LARGE_MESSAGE_BYTES = 1024 * 1024
 
@@ -37,6 +45,29 @@ def line_too_long_reply(limit: int) -> str:
     """Return the reply to a DATA line over LIMIT bytes with its CRLF."""
     return (f"500 5.5.2 Line too long; the limit is {_bytes_text(limit)} "
             "per line, CRLF included")
+
+
+def command_too_long_reply(limit: int, mail_limit: int) -> str:
+    """Return the reply to a command line over LIMIT bytes, or MAIL_LIMIT for MAIL."""
+    limits = f"{limit:,} bytes"
+    if mail_limit != limit:
+        limits += f" ({mail_limit:,} for MAIL)"
+    return (f"500 5.5.2 Command line too long; the limit is {limits} per command, "
+            "CRLF not counted")
+
+
+def add_enhanced_code(reply: str) -> str:
+    """Return REPLY, one of aiosmtpd's, with the RFC 3463 code it lacks.
+
+    A line that is not a command gets 5.5.2 (syntax error), and every 501
+    reply gets 5.5.4 (invalid command arguments). Other replies are returned
+    unchanged.
+    """
+    if reply == STOCK_BAD_SYNTAX_REPLY:
+        return f"500 5.5.2 {reply[4:]}"
+    if reply.startswith("501 ") and not _ENHANCED_CODE.match(reply, 4):
+        return f"501 5.5.4 {reply[4:]}"
+    return reply
 
 
 def _bytes_text(size: int) -> str:
@@ -222,12 +253,33 @@ class GatewaySMTP(SMTP):
         self._client: str | None = None
 
     async def push(self, status: Any) -> None:
-        """Send one reply, in the gateway's wording when aiosmtpd rejects a SIZE."""
+        """Send one reply, giving aiosmtpd's own rejections an enhanced status code.
+
+        Every 501 reply and aiosmtpd's replies to a line that is too long or not a
+        command get a code, and the replies about a limit name it in bytes.
+        """
         if status == STOCK_SIZE_REPLY and self.data_size_limit:
             log.warning("rejected a message from %s: declared size over %d bytes",
                         self._client, self.data_size_limit)
             status = too_big_reply(self.data_size_limit)
+        elif status == STOCK_COMMAND_TOO_LONG_REPLY:
+            log.debug("rejected a command line from %s: over its limit", self._client)
+            status = command_too_long_reply(self.command_size_limit,
+                                            self._mail_command_limit())
+        elif isinstance(status, str):
+            status = add_enhanced_code(status)
         await super().push(status)
+
+    def _mail_command_limit(self) -> int:
+        # aiosmtpd raises the limit of MAIL in an EHLO session by the length of
+        # the SIZE= and SMTPUTF8 parameters it advertises.
+        # NOTE: aiosmtpd 1.4.6 keeps these limits in one dict shared by every
+        # session. Each EHLO raises MAIL's limit for all of them, and each new
+        # connection resets it, so the value read here is the one just applied
+        # but may differ between sessions.
+        if self.session is None or not self.session.extended_smtp:
+            return self.command_size_limit
+        return self.command_size_limits.get("MAIL", self.command_size_limit)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")

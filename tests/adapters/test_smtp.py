@@ -103,6 +103,29 @@ def test_line_over_configured_limit_gets_500(tmp_path: Path, clock: FakeClock) -
     assert text == "5.5.2 Line too long; the limit is 4,096 bytes per line, CRLF included"
 
 
+def test_invalid_size_parameter_gets_501_5_5_4(ada: RunningGateway) -> None:
+    client = _connect(ada.smtp_port)
+    _command(client, b"EHLO client.example.com")
+
+    reply = _command(client, b"MAIL FROM:<ada@example.com> SIZE=abc")
+    _command(client, b"QUIT")
+    client.close()
+
+    assert reply == b"501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]\r\n"
+
+
+def test_long_command_line_gets_500_5_5_2(ada: RunningGateway) -> None:
+    client = _connect(ada.smtp_port)
+    _command(client, b"EHLO client.example.com")
+
+    reply = _command(client, b"NOOP " + b"x" * 600)
+    _command(client, b"QUIT")
+    client.close()
+
+    assert reply == (b"500 5.5.2 Command line too long; the limit is 512 bytes "
+                     b"(548 for MAIL) per command, CRLF not counted\r\n")
+
+
 @pytest.fixture
 def guarded(tmp_path: Path, clock: FakeClock) -> Iterator[RunningGateway]:
     config = make_config(tmp_path, smtp=SmtpConfig(

@@ -15,6 +15,8 @@ from adapters.smtp import (
     DataState,
     GatewaySMTP,
     SupportHandler,
+    add_enhanced_code,
+    command_too_long_reply,
     line_too_long_reply,
     too_big_reply,
 )
@@ -22,6 +24,10 @@ from gateway.addresses import SupportAddresses
 
 LINE_LIMIT = 1001
 SIZE_LIMIT = 200_000
+# aiosmtpd 1.4.6 allows 512 bytes per command line without its CRLF, and 36 more
+# for MAIL once EHLO has advertised SIZE and SMTPUTF8.
+COMMAND_LIMIT = 512
+MAIL_COMMAND_LIMIT = 548
 
 
 class Recorder:
@@ -120,11 +126,13 @@ def random_body(rng: random.Random) -> bytes:
 
 
 # The gateway makes the same decisions as aiosmtpd, with its own text for
-# these two replies.
+# these replies and an enhanced status code added to others.
 OWN_WORDING = {
     b"500 Line too long (see RFC5321 4.5.3.1.6)\r\n":
         line_too_long_reply(LINE_LIMIT).encode() + b"\r\n",
     b"552 Error: Too much mail data\r\n": too_big_reply(SIZE_LIMIT).encode() + b"\r\n",
+    b"500 Command line too long\r\n":
+        command_too_long_reply(COMMAND_LIMIT, MAIL_COMMAND_LIMIT).encode() + b"\r\n",
 }
 
 
@@ -134,8 +142,14 @@ def run_both(stream: list[bytes]):
     The stock replies are given in the gateway's wording.
     """
     stock_replies, stock_contents = asyncio.run(exchange(False, stream))
-    stock_replies = [OWN_WORDING.get(reply, reply) for reply in stock_replies]
+    stock_replies = [in_own_wording(reply) for reply in stock_replies]
     return (stock_replies, stock_contents), asyncio.run(exchange(True, stream))
+
+
+def in_own_wording(reply: bytes) -> bytes:
+    if reply in OWN_WORDING:
+        return OWN_WORDING[reply]
+    return add_enhanced_code(reply.decode().removesuffix("\r\n")).encode() + b"\r\n"
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -208,6 +222,60 @@ def test_declared_size_over_limit_is_rejected(caplog: pytest.LogCaptureFixture) 
 
     assert replies[-2] == b"552 5.3.4 Message too big; the limit is 200,000 bytes\r\n"
     assert "declared size over 200000 bytes" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("commands", "reply"),
+    [
+        ([b"EHLO client.example.com", b"NOOP " + b"x" * 600],
+         b"500 5.5.2 Command line too long; the limit is 512 bytes (548 for MAIL) "
+         b"per command, CRLF not counted"),
+        ([b"EHLO client.example.com", b"MAIL FROM:<" + b"a" * 540 + b"@example.com>"],
+         b"500 5.5.2 Command line too long; the limit is 512 bytes (548 for MAIL) "
+         b"per command, CRLF not counted"),
+        ([b"HELO client.example.com", b"NOOP " + b"x" * 600],
+         b"500 5.5.2 Command line too long; the limit is 512 bytes per command, "
+         b"CRLF not counted"),
+        ([b"EHLO client.example.com", b"NOOP " + b"x" * 5000],
+         b"500 5.5.2 Command line too long; the limit is 512 bytes (548 for MAIL) "
+         b"per command, CRLF not counted"),
+        ([b"EHLO client.example.com", b"MAIL FROM:<ada@example.com> SIZE=abc"],
+         b"501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]"),
+        ([b"HELO client.example.com", b"MAIL FROM:<ada@example.com> SIZE=1"],
+         b"501 5.5.4 Syntax: MAIL FROM: <address>"),
+        ([b"EHLO client.example.com", b"MAIL FROM:<ada@example.com> BODY=BINARY"],
+         b"501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME"),
+        ([b"EHLO"], b"501 5.5.4 Syntax: EHLO hostname"),
+        ([b"EHLO client.example.com", b"MAIL FROM:<ada@example.com>",
+          b"RCPT TO:<support@localhost>", b"DATA now"],
+         b"501 5.5.4 Syntax: DATA"),
+        ([b"EHLO client.example.com", b""], b"500 5.5.2 Error: bad syntax"),
+    ],
+    ids=["command-too-long", "mail-too-long", "helo-command-too-long",
+         "over-stream-limit", "size-not-a-number", "parameter-after-helo",
+         "unknown-body", "ehlo-without-name", "data-argument", "empty-line"],
+)
+def test_stock_rejections_carry_enhanced_codes(commands: list[bytes], reply: bytes) -> None:
+    stream = [command + b"\r\n" for command in commands]
+
+    replies, _ = asyncio.run(exchange(True, stream))
+
+    assert replies[-2] == reply + b"\r\n"
+
+
+def test_named_mail_limit_is_applied() -> None:
+    local_part = b"a" * (MAIL_COMMAND_LIMIT - len(b"MAIL FROM:<@example.com>"))
+    at_limit = b"MAIL FROM:<" + local_part + b"@example.com>\r\n"
+    over_limit = b"MAIL FROM:<a" + local_part + b"@example.com>\r\n"
+    stream = [b"EHLO client.example.com\r\n", over_limit, at_limit]
+
+    replies, _ = asyncio.run(exchange(True, stream))
+
+    assert replies[-3] == (
+        b"500 5.5.2 Command line too long; the limit is 512 bytes (548 for MAIL) "
+        b"per command, CRLF not counted\r\n"
+    )
+    assert replies[-2] == b"250 OK\r\n"
 
 
 def test_whole_mib_limit_shows_mib() -> None:
