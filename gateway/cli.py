@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 
 from gateway import addresses, fields
+from gateway.builder_names import MAX_BUILDER_NAME_CHARS, builder_name_problem
 from gateway.config import Config, load_config
 from gateway.errors import DatabaseBusy, GatewayError
 from gateway.model import App
@@ -185,6 +186,13 @@ def _reject_own_address(config: Config, email: str) -> None:
         )
 
 
+def _check_name(value: str | None) -> str | None:
+    problem = None if value is None else builder_name_problem(value)
+    if problem is not None:
+        raise click.BadParameter(f"{problem}.", param_hint="--name")
+    return value
+
+
 def _check_timezone(value: str | None) -> str | None:
     if value is None:
         return None
@@ -200,7 +208,8 @@ def _check_timezone(value: str | None) -> str | None:
 
 @builders.command("add")
 @click.argument("email")
-@click.option("--name", help="The builder's name, used in emails.")
+@click.option("--name", help="The builder's name, used in emails; at most "
+              f"{MAX_BUILDER_NAME_CHARS} characters on one line.")
 @click.option("--app", "apps", multiple=True, metavar="NAME=URI",
               help="An app of this builder; repeat for several.")
 @click.option("--timezone", help="IANA time zone of the builder (default UTC).")
@@ -211,6 +220,7 @@ def builders_add(
 ) -> None:
     """Add a builder, or update the name, time zone and apps of one."""
     email = _check_email(email)
+    name = _check_name(name)
     parsed_apps = _parse_apps(apps)
     timezone = _check_timezone(timezone)
     config = _config(context)
@@ -329,11 +339,12 @@ def _parse_builder_csv(path: Path) -> list[tuple[str, str | None, str | None, li
             record = {(k or "").strip().lower(): (v or "").strip() for k, v in record.items()}
             try:
                 email = _check_email(record["email"])
+                name = _check_name(record.get("name") or None)
                 apps = _parse_apps([a for a in record.get("apps", "").split(";") if a.strip()])
                 timezone = _check_timezone(record.get("timezone") or None)
             except click.BadParameter as exc:
                 raise click.ClickException(f"{path} line {line_number}: {exc.message}") from exc
-            rows.append((email, record.get("name") or None, timezone, apps))
+            rows.append((email, name, timezone, apps))
     return rows
 
 

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from gateway import addresses, fields, intake, robots, rules
 from gateway.addresses import ReplySigner, SupportAddresses
 from gateway.attachments import AttachmentCheck, check_attachments
+from gateway.builder_names import fit_builder_name
 from gateway.config import Config
 from gateway.errors import DuplicateDelivery, StorageUnavailable
 from gateway.events import NoEvents, TicketEvents
@@ -279,8 +280,9 @@ class Desk:
                 return await self._add_reply(step, match)
 
             if builder is None and self._settings.register_unknown_senders and sender:
+                name = fit_builder_name(mail.from_name) or None
                 builder = await tx.upsert_builder(
-                    sender, name=mail.from_name or None, timezone=None, apps=(), now=now
+                    sender, name=name, timezone=None, apps=(), now=now
                 )
                 log.info("registered a new builder at %s", sender.rpartition("@")[2])
             if not sender:

@@ -285,3 +285,54 @@ def test_builders_import_rejects_non_utf8(config_file: Path, tmp_path: Path) -> 
     assert code != 0
     assert "is not UTF-8 text" in output
     assert "Traceback" not in output
+
+
+def test_builders_add_rejects_long_name(config_file: Path) -> None:
+    add = ("builders", "add", "ada@example.com", "--name")
+
+    code, output = _run(config_file, *add, "A" * 201)
+    accepted, _ = _run(config_file, *add, "A" * 200)
+
+    assert code == 2
+    assert "the name is 201 characters long; the limit is 200 characters" in output
+    assert accepted == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["Ada\r\nBcc: all@example.com", "Ada\nLovelace", "Ada\x00"],
+    ids=["crlf-header", "lf", "nul"],
+)
+def test_builders_add_rejects_control_characters(config_file: Path, name: str) -> None:
+    code, output = _run(config_file, "builders", "add", "ada@example.com",
+                        "--name", name)
+    _, listing = _run(config_file, "builders", "list")
+
+    assert code == 2
+    assert "control character" in output
+    assert "ada@example.com" not in listing
+
+
+def test_builders_import_rejects_long_name(config_file: Path, tmp_path: Path) -> None:
+    csv_path = tmp_path / "builders.csv"
+    csv_path.write_text(
+        f"email,name\nada@example.com,Ada\ngrace@example.com,{'G' * 250}\n"
+    )
+
+    code, output = _run(config_file, "builders", "import", str(csv_path))
+
+    assert code != 0
+    assert "line 3" in output
+    assert "the limit is 200 characters" in output
+
+
+def test_builders_import_rejects_two_line_name(
+    config_file: Path, tmp_path: Path
+) -> None:
+    csv_path = tmp_path / "builders.csv"
+    csv_path.write_text('email,name\nada@example.com,"Ada\nLovelace"\n')
+
+    code, output = _run(config_file, "builders", "import", str(csv_path))
+
+    assert code != 0
+    assert "line 2" in output
+    assert "U+000A" in output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 from email import policy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,17 @@ from sqlalchemy import event
 
 from adapters import mail
 from adapters.mime_skeleton import parse_skeleton
-from conftest import DIALECT, RunningGateway, sample
+from conftest import (
+    DIALECT,
+    FakeClock,
+    RunningGateway,
+    make_config,
+    running_gateway,
+    sample,
+)
+from gateway.builder_names import MAX_BUILDER_NAME_CHARS
 from gateway.cli import to_crlf
+from gateway.config import SmtpConfig
 from test_hostile_mail import MIB, large_message, png_of_size, send_crlf
 
 
@@ -174,6 +184,24 @@ def test_unknown_sender_message_is_kept(gateway: RunningGateway) -> None:
 
     assert outcome == "rejected_unknown_sender"
     assert size > 0
+
+
+def test_registered_sender_name_is_cut(tmp_path: Path, clock: FakeClock) -> None:
+    config = make_config(tmp_path, smtp=SmtpConfig(host="127.0.0.1", port=0,
+                                                   register_unknown_senders=True))
+    long_name = "Ada Lovelace " * 30
+    message = sample("gmail_plain_and_html.eml").replace(
+        b"From: Ada Lovelace <ada@example.com>",
+        f"From: {long_name.strip()} <ada@example.com>".encode(),
+    )
+
+    with running_gateway(config, clock) as gateway:
+        code, text = gateway.send(message)
+        [(name,)] = gateway.sql("select name from builders")
+
+    assert code == 250, text
+    assert len(name) == MAX_BUILDER_NAME_CHARS
+    assert name == long_name[:MAX_BUILDER_NAME_CHARS].strip()
 
 
 def test_wrong_recipient_gets_550_5_1_1(ada: RunningGateway) -> None:
