@@ -9,14 +9,12 @@ middle of a send so that the test can kill it there.
 from __future__ import annotations
 
 import email
-import os
 import signal
 import smtplib
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,13 +26,11 @@ from aiosmtpd.controller import Controller
 
 import databases
 from ports import free_port
+from processes import child_environment, wait_for_health
 from store import Store
 
 SUPPORT_ADDRESS = "support@example.com"
-START_TIMEOUT_SECONDS = 60
 STALL_MAX_SECONDS = 60
-# Variables that would point a child process at another config or database.
-_CHILD_ENV_DROP = ("GATEWAY_CONFIG", "GATEWAY_DATABASE_URL")
 
 
 @dataclass
@@ -201,7 +197,7 @@ def running_cluster(
             )
             cluster.instances.append(instance)
 
-        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
+        env = child_environment()
         for instance in cluster.instances:
             instance.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--config",
@@ -212,7 +208,8 @@ def running_cluster(
                 stderr=subprocess.STDOUT,
             )
         for instance in cluster.instances:
-            _wait_for_health(instance, cluster)
+            assert instance.process is not None
+            wait_for_health(instance.process, instance.name, instance.web_port, cluster.logs)
         yield cluster
     finally:
         for instance in cluster.instances:
@@ -299,24 +296,6 @@ claim_lease_seconds = {claim_lease_seconds}
 retry_base_seconds = 1.0
 retry_max_seconds = 2.0
 """
-
-
-def _wait_for_health(instance: Instance, cluster: Cluster) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    url = f"http://127.0.0.1:{instance.web_port}/healthz"
-    while time.monotonic() < deadline:
-        assert instance.process is not None
-        if instance.process.poll() is not None:
-            raise AssertionError(f"{instance.name} exited with {instance.process.returncode}"
-                                 f"\n{cluster.logs()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{instance.name} did not answer {url}\n{cluster.logs()}")
 
 
 def _stop(instance: Instance) -> None:
