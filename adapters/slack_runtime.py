@@ -61,9 +61,9 @@ class SlackRuntime:
             log.info("Slack events expected at %s for channel %s", EVENTS_PATH,
                      self.config.channel)
 
-    async def stop(self) -> None:
-        """Close the Socket Mode connection and the client's HTTP session."""
+    async def stop(self, timeout_seconds: float) -> None:
+        """Close Socket Mode, then wait up to TIMEOUT_SECONDS for listeners."""
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
-        await self.desk.drain()
+        await self.desk.drain(timeout_seconds=max(timeout_seconds, 0.0))

@@ -9,6 +9,7 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
@@ -21,6 +22,9 @@ from gateway.tickets import Delivery, Desk
 log = logging.getLogger(__name__)
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure storing the message; please try again later"
+# The last reply of every session open when the gateway stops (RFC 5321 section
+# 3.8). 4.3.2 is "system not accepting network messages" (RFC 3463).
+SHUTTING_DOWN_REPLY = "421 4.3.2 Service shutting down; please try again later"
 # aiosmtpd 1.4.6's reply to a SIZE= parameter over the limit. It has no
 # enhanced status code and does not say what the limit is, so GatewaySMTP.push
 # replaces it with too_big_reply.
@@ -245,12 +249,34 @@ class GatewaySMTP(SMTP):
     smuggling fix of CVE-2024-27305).
     """
 
-    def __init__(self, handler: Any, *, guard: ClientGuard, **options: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        guard: ClientGuard,
+        listener: SmtpListener | None = None,
+        **options: Any,
+    ) -> None:
         # SMTP.__init__ sizes its stream reader from this attribute.
         self.line_length_limit = guard.max_line_bytes
         super().__init__(handler, timeout=guard.idle_timeout_seconds, **options)
         self._guard = guard
+        self._listener = listener
         self._client: str | None = None
+        # True from a DATA command until its reply is sent.
+        self.is_in_message = False
+        self._is_stop_requested = False
+
+    def begin_stop(self) -> None:
+        """Close the session with 421 now, or after the reply to its message in hand."""
+        self._is_stop_requested = True
+        if not self.is_in_message:
+            self._close_for_stop()
+
+    def abort(self) -> None:
+        """Drop the connection without a reply, cancelling a message in hand."""
+        if self.transport is not None:
+            self.transport.abort()
 
     async def push(self, status: Any) -> None:
         """Send one reply, giving aiosmtpd's own rejections an enhanced status code.
@@ -284,6 +310,11 @@ class GatewaySMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
+        if self._listener is not None and self._listener.is_stopping:
+            # A connection accepted just before the listener closed.
+            transport.write(SHUTTING_DOWN_REPLY.encode() + b"\r\n")
+            transport.close()
+            return
         if not self._guard.open_session(client):
             log.warning("refused a connection from %s: %d sessions already open",
                         client, self._guard.max_sessions_per_client)
@@ -293,6 +324,8 @@ class GatewaySMTP(SMTP):
             return
         self._client = client
         super().connection_made(transport)
+        if self._listener is not None:
+            self._listener.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._client is None:
@@ -301,6 +334,8 @@ class GatewaySMTP(SMTP):
         self._guard.close_session(self._client)
         self._client = None
         super().connection_lost(error)
+        if self._listener is not None:
+            self._listener.discard(self)
 
     def eof_received(self) -> bool | None:
         if self._client is None:
@@ -309,6 +344,20 @@ class GatewaySMTP(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
+        """Receive and store one message, then close the session if a stop began."""
+        self.is_in_message = True
+        try:
+            await self._receive_message(arg)
+        finally:
+            self.is_in_message = False
+        if self._is_stop_requested and self.transport is not None:
+            self._close_for_stop()
+            # _close_for_stop cancelled this task. Raising here, instead of at the next
+            # await, keeps aiosmtpd from reading a command that the client pipelined
+            # after the message.
+            raise asyncio.CancelledError
+
+    async def _receive_message(self, arg: str) -> None:
         """Receive the message text in blocks instead of one line at a time.
 
         aiosmtpd 1.4.6 reads DATA line by line and keeps each line as its own
@@ -363,6 +412,17 @@ class GatewaySMTP(SMTP):
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)
+
+    def _close_for_stop(self) -> None:
+        if self.transport is None:
+            return
+        # The transport sends what it has buffered before it closes, so the 421
+        # goes out.
+        self._writer.write(SHUTTING_DOWN_REPLY.encode() + b"\r\n")
+        log.debug("closed the session with %s: the gateway is stopping", self._client)
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+        self.transport.close()
 
     async def _read_data(self, data: DataReader) -> bool:
         """Feed DATA until its end line, or return False if the client left."""
@@ -500,6 +560,82 @@ def _unstuff(lines: bytes) -> bytes:
     return lines.replace(b"\r\n.", b"\r\n")
 
 
+class SmtpListener:
+    """The listening SMTP server and its open sessions, which stop together."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.is_stopping = False
+        self._sessions: set[GatewaySMTP] = set()
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The host and port the server listens on."""
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return host, port
+
+    def add(self, session: GatewaySMTP) -> None:
+        """Count SESSION as open until discard."""
+        self._sessions.add(session)
+        self._no_sessions.clear()
+
+    def discard(self, session: GatewaySMTP) -> None:
+        """Forget SESSION, whose connection has closed."""
+        self._sessions.discard(session)
+        if not self._sessions:
+            self._no_sessions.set()
+
+    def begin_stop(self) -> SessionCounts:
+        """Stop accepting connections and ask every open session to close.
+
+        A session waiting for a command gets 421 and is closed at once. A session
+        receiving or storing a message finishes it, sends its reply, then gets 421.
+        """
+        self.is_stopping = True
+        if self.server is not None:
+            self.server.close()
+        sessions = list(self._sessions)
+        messages = sum(1 for session in sessions if session.is_in_message)
+        for session in sessions:
+            session.begin_stop()
+        return SessionCounts(sessions=len(sessions), messages=messages)
+
+    async def finish_stop(self, timeout_seconds: float) -> int:
+        """Wait up to TIMEOUT_SECONDS for the sessions to close, then drop the rest.
+
+        Returns how many messages were cancelled before their reply. Their clients
+        got no reply, so they send those messages again.
+        """
+        try:
+            async with asyncio.timeout(max(timeout_seconds, 0.0)):
+                await self._no_sessions.wait()
+        except TimeoutError:
+            pass
+        cancelled = 0
+        for session in list(self._sessions):
+            if session.is_in_message:
+                cancelled += 1
+            # This also closes a session whose client reads nothing, which keeps
+            # its 421 in the buffer.
+            session.abort()
+        if self.server is not None:
+            # Before Python 3.12 this returns at once. From 3.12 on it also waits
+            # for the connections, which the aborts above have closed.
+            await self.server.wait_closed()
+        return cancelled
+
+
+@dataclass(frozen=True)
+class SessionCounts:
+    """Open SMTP sessions, and how many of them are receiving or storing a message."""
+
+    sessions: int
+    messages: int
+
+
 async def start_smtp_server(
     handler: SupportHandler,
     *,
@@ -508,22 +644,25 @@ async def start_smtp_server(
     data_size_limit: int,
     guard: ClientGuard,
     hostname: str | None = None,
-) -> asyncio.Server:
-    """Serve SMTP on the running loop; return the listening server."""
+) -> SmtpListener:
+    """Serve SMTP on the running loop; return the listener."""
     loop = asyncio.get_running_loop()
     handler.guard = guard
+    listener = SmtpListener()
 
     def make_protocol() -> GatewaySMTP:
         return GatewaySMTP(
             handler,
             guard=guard,
+            listener=listener,
             data_size_limit=data_size_limit,
             enable_SMTPUTF8=True,
             hostname=hostname,
             ident="support-gateway ESMTP",
         )
 
-    return await loop.create_server(make_protocol, host=host, port=port)
+    listener.server = await loop.create_server(make_protocol, host=host, port=port)
+    return listener
 
 
 def _peer(session: Session) -> str:

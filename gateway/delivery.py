@@ -62,21 +62,30 @@ class OutboxWorker:
         self._poll_seconds = poll_seconds
         self._now = now
         self._wakeup = asyncio.Event()
+        self._is_stop_requested = False
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     def wake(self) -> None:
         """Make the worker look for due mail now instead of at its next poll."""
         self._wakeup.set()
 
+    def stop(self) -> None:
+        """Make run return once the email in hand is delivered and recorded.
+
+        The rest of a claimed batch is released unsent, for the next worker.
+        """
+        self._is_stop_requested = True
+        self._wakeup.set()
+
     async def run(self) -> None:
-        """Deliver due mail until cancelled."""
-        while True:
+        """Deliver due mail until stop is called or the task is cancelled."""
+        while not self._is_stop_requested:
             try:
                 delivered = await self.run_once()
             except StorageUnavailable:
                 log.warning("outbox unavailable; trying again in %.0f s", self._poll_seconds)
                 delivered = 0
-            if delivered:
+            if delivered or self._is_stop_requested:
                 continue
             self._wakeup.clear()
             try:
@@ -103,7 +112,10 @@ class OutboxWorker:
                                                 now=self._now())
         for email, error in failed:
             await self._record_failure(email, error, permanent=False)
-        for email in batch:
+        for index, email in enumerate(batch):
+            if self._is_stop_requested:
+                await self._release_unstarted(batch[index:])
+                break
             await self._deliver(email)
         return len(claimed)
 
@@ -143,6 +155,14 @@ class OutboxWorker:
             )
         if not kept:
             log.warning("outbox %d claim expired before the attempt was recorded", email.id)
+
+    async def _release_unstarted(self, emails: Sequence[OutgoingEmail]) -> None:
+        # Not short: SQLite rewrites each row with its payload, which may be large.
+        async with self._store.write() as tx:
+            released = await tx.release_claims([email.id for email in emails],
+                                               worker=self.worker_id)
+        log.info("outbox worker stopping; released %d claimed email(s) unsent",
+                 released)
 
     def _backoff(self, attempt: int) -> timedelta:
         seconds = min(self._retry_base_seconds * 2 ** (attempt - 1), self._retry_max_seconds)

@@ -15,7 +15,13 @@ from aiohttp import web
 
 from adapters import outbound
 from adapters.mail import parse_mail
-from adapters.smtp import ClientGuard, SupportHandler, start_smtp_server
+from adapters.smtp import (
+    ClientGuard,
+    SessionCounts,
+    SmtpListener,
+    SupportHandler,
+    start_smtp_server,
+)
 from gateway.addresses import ReplySigner, SupportAddresses
 from gateway.builder_links import LINK_KEY_SETTING, BuilderLinks
 from gateway.config import Config, is_loopback
@@ -33,6 +39,11 @@ from store import Store
 log = logging.getLogger(__name__)
 
 REPLY_KEY_SETTING = "reply_signing_key"
+# How long a stop waits for messages being received or stored, and for the
+# workers' email or Slack call in hand. Container runtimes commonly send SIGKILL
+# 10 s after SIGTERM (the default of docker stop and podman stop), and closing
+# the web listener and the database after this wait needs part of that time.
+STOP_GRACE_SECONDS = 8.0
 
 
 class Gateway:
@@ -44,11 +55,17 @@ class Gateway:
         *,
         now: Callable[[], datetime] | None = None,
         background: bool = True,
+        stop_grace_seconds: float = STOP_GRACE_SECONDS,
     ) -> None:
         """Prepare a gateway; BACKGROUND=False leaves outbox delivery to the caller."""
         check_listen_addresses(config)
         self.config = config
         self._background = background
+        self._stop_grace_seconds = stop_grace_seconds
+        # Set by begin_stop: the loop time at which the grace period ends.
+        self._stop_deadline: float | None = None
+        self._sessions_at_stop = SessionCounts(sessions=0, messages=0)
+        self._has_stopped = False
         self._now = now or (lambda: datetime.now(UTC))
         self.store = Store(config.database.url)
         self.desk: Desk | None = None
@@ -58,7 +75,7 @@ class Gateway:
         self.scheduler: Scheduler | None = None
         self.smtp_address: tuple[str, int] | None = None
         self.web_address: tuple[str, int] | None = None
-        self._smtp_server: asyncio.Server | None = None
+        self._smtp: SmtpListener | None = None
         self._web_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.slack: Any = None
@@ -72,14 +89,14 @@ class Gateway:
         support = desks.addresses
 
         handler = SupportHandler(self.desk, support, on_accepted=self._wake_worker)
-        self._smtp_server = await start_smtp_server(
+        self._smtp = await start_smtp_server(
             handler,
             host=config.smtp.host,
             port=config.smtp.port,
             data_size_limit=config.smtp.max_message_bytes,
             guard=ClientGuard.from_config(config.smtp),
         )
-        self.smtp_address = self._smtp_server.sockets[0].getsockname()[:2]
+        self.smtp_address = self._smtp.address
         log.info("SMTP listening on %s:%d for %s", *self.smtp_address,
                  ", ".join(support.addresses))
 
@@ -133,22 +150,54 @@ class Gateway:
         )
         log.info("outbound mail goes to %s", target)
 
-    async def stop(self) -> None:
-        """Stop listening, finish background tasks and close the store."""
-        if self._smtp_server is not None:
-            self._smtp_server.close()
-            await self._smtp_server.wait_closed()
+    def begin_stop(self) -> None:
+        """Stop taking mail, and ask sessions and workers to finish their work in hand.
+
+        stop calls this first. A caller may call it earlier to act before the wait.
+        """
+        if self._stop_deadline is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._stop_deadline = loop.time() + self._stop_grace_seconds
+        if self._smtp is not None:
+            self._sessions_at_stop = self._smtp.begin_stop()
+        if self.worker is not None:
+            self.worker.stop()
         if self.slack is not None:
-            await self.slack.stop()
+            self.slack.worker.stop()
+        if self.scheduler is not None:
+            # A job already running goes on, but no new one starts.
+            self.scheduler.shutdown()
+        log.info("stopping: %d SMTP session(s) open, %d message(s) in flight; "
+                 "waiting up to %.1f s for them and the workers",
+                 self._sessions_at_stop.sessions, self._sessions_at_stop.messages,
+                 self._stop_grace_seconds)
+
+    async def stop(self) -> None:
+        """Finish the work in hand within the grace period, then close everything.
+
+        Messages still in flight at the end of the grace period are cancelled
+        without a reply, so their clients send them again.
+        """
+        if self._has_stopped:
+            return
+        self.begin_stop()
+        assert self._stop_deadline is not None
+        remaining = self._stop_deadline - asyncio.get_running_loop().time()
+        cancelled, _, _ = await asyncio.gather(
+            self._finish_sessions(remaining),
+            self._finish_workers(remaining),
+            self._stop_slack(remaining),
+        )
+        # A cancelled message got no reply, so its client sends it again.
+        log.log(logging.WARNING if cancelled else logging.INFO,
+                "stopped taking mail: %d message(s) finished, %d cancelled",
+                self._sessions_at_stop.messages - cancelled, cancelled)
+
         if self._web_runner is not None:
             await self._web_runner.cleanup()
-        if self.scheduler is not None:
-            self.scheduler.shutdown()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
         await self.store.close()
+        self._has_stopped = True
         log.info("gateway stopped")
 
     async def serve_forever(self) -> None:
@@ -162,6 +211,29 @@ class Gateway:
             await stopping.wait()
         finally:
             await self.stop()
+
+    async def _finish_sessions(self, timeout_seconds: float) -> int:
+        """Wait for the SMTP sessions; return how many messages were cancelled."""
+        if self._smtp is None:
+            return 0
+        return await self._smtp.finish_stop(timeout_seconds)
+
+    async def _finish_workers(self, timeout_seconds: float) -> None:
+        """Wait up to TIMEOUT_SECONDS for the workers to finish their item in hand."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=max(timeout_seconds, 0.0))
+        for task in pending:
+            log.warning("%s worker still busy after %.1f s; cancelling it, so the item "
+                        "in hand may be sent again after the restart",
+                        task.get_name(), self._stop_grace_seconds)
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _stop_slack(self, timeout_seconds: float) -> None:
+        if self.slack is not None:
+            await self.slack.stop(timeout_seconds)
 
     def _wake_worker(self) -> None:
         if self.worker is not None:

@@ -59,22 +59,31 @@ class SlackOutboxWorker:
         self._now = now
         self._paused_until: datetime | None = None
         self._wakeup = asyncio.Event()
+        self._is_stop_requested = False
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:slack:{id(self):x}"
 
     def wake(self) -> None:
         """Make the worker look for due calls now instead of at its next poll."""
         self._wakeup.set()
 
+    def stop(self) -> None:
+        """Make run return once the call in hand is performed and recorded.
+
+        The rest of a claimed batch is released untried, for the next worker.
+        """
+        self._is_stop_requested = True
+        self._wakeup.set()
+
     async def run(self) -> None:
-        """Perform due Slack calls until cancelled."""
-        while True:
+        """Perform due Slack calls until stop is called or the task is cancelled."""
+        while not self._is_stop_requested:
             try:
                 done = await self.run_once()
             except StorageUnavailable:
                 log.warning("outbox unavailable; trying Slack calls again in %.0f s",
                             self._poll_seconds)
                 done = 0
-            if done:
+            if done or self._is_stop_requested:
                 continue
             self._wakeup.clear()
             timeout = self._poll_seconds
@@ -98,6 +107,9 @@ class SlackOutboxWorker:
                                              lease=CLAIM_LEASE, limit=BATCH_SIZE)
         attempted = 0
         for index, job in enumerate(batch):
+            if self._is_stop_requested:
+                await self._release_unstarted(batch[index:])
+                break
             attempted += 1
             if not await self._perform(job):
                 # Rate limited: give back the rest of the batch untouched.
@@ -151,6 +163,13 @@ class SlackOutboxWorker:
                                       error="waiting for the Slack rate limit",
                                       retry_at=self._paused_until)
         # finish_email counted an attempt for each; that only lengthens backoff.
+
+    async def _release_unstarted(self, jobs: list[Any]) -> None:
+        async with self._store.write() as tx:
+            released = await tx.release_claims([job.id for job in jobs],
+                                               worker=self.worker_id)
+        log.info("Slack worker stopping; released %d claimed call(s) untried",
+                 released)
 
     def _backoff(self, attempt: int) -> timedelta:
         seconds = min(RETRY_BASE_SECONDS * 2 ** (attempt - 1), self._retry_max_seconds)

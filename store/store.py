@@ -1018,6 +1018,26 @@ class Transaction(WebQueries, SlackQueries, MailSafetyQueries, DigestQueries):
             )
         return result.rowcount == 1
 
+    async def release_claims(self, outbox_ids: Sequence[int], *, worker: str) -> int:
+        """Release WORKER's claims on OUTBOX_IDS without counting an attempt.
+
+        Returns how many claims were released.
+        """
+        if not outbox_ids:
+            return 0
+        result = await self.session.execute(
+            update(OutboxRow)
+            .where(
+                and_(
+                    OutboxRow.id.in_(outbox_ids),
+                    OutboxRow.claimed_by == worker,
+                    OutboxRow.state == "pending",
+                )
+            )
+            .values(claimed_by=None, claimed_until=None)
+        )
+        return result.rowcount or 0
+
     async def outbox_counts(self) -> dict[str, int]:
         """Return the number of outbox rows in each state."""
         rows = await self.session.execute(

@@ -171,12 +171,17 @@ def config(tmp_path: Path) -> Config:
 
 
 @contextmanager
-def running_gateway(config: Config, clock: FakeClock) -> Iterator[RunningGateway]:
-    """Start a gateway whose outbox is delivered only when a test flushes it."""
+def running_gateway(
+    config: Config, clock: FakeClock, **options: Any
+) -> Iterator[RunningGateway]:
+    """Start a gateway whose outbox is delivered only when a test flushes it.
+
+    OPTIONS go to Gateway, such as background=True to run the outbox worker.
+    """
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True)
     thread.start()
-    service = Gateway(config, now=clock, background=False)
+    service = Gateway(config, now=clock, **{"background": False, **options})
     running = RunningGateway(service, loop, clock, Path(config.outbound.maildir))
     try:
         running.call(service.start)
