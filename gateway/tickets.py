@@ -508,8 +508,7 @@ class Desk:
         )
         notice = self._renderer.render(
             "attachments_rejected",
-            ticket_subject(ticket.number, ticket.title) if ticket
-            else f"Not accepted: {subject or 'your message'}",
+            _rejection_subject(ticket, subject),
             builder_name=builder.name,
             subject=subject,
             problems=problems,
@@ -535,8 +534,7 @@ class Desk:
         subject = intake.clean_title(step.mail.subject)
         notice = self._renderer.render(
             "mime_unreadable",
-            ticket_subject(ticket.number, ticket.title) if ticket
-            else f"Not accepted: {subject or 'your message'}",
+            _rejection_subject(ticket, subject),
             builder_name=builder.name,
             subject=subject,
             number=ticket.number if ticket else None,
@@ -559,7 +557,7 @@ class Desk:
         )
         notice = self._renderer.render(
             "title_rejected",
-            f"Not accepted: {title or 'your message'}",
+            _rejection_subject(None, title),
             builder_name=builder.name,
             problem=problem,
             example=intake.GOOD_TITLE_EXAMPLE,
@@ -656,6 +654,13 @@ async def add_status_event(
         f"({new_label}) by {actor}.",
         now=now,
     )
+
+
+def _rejection_subject(ticket: TicketState | None, subject: str) -> str:
+    """Return the subject of a rejection notice: its ticket's, or one naming SUBJECT."""
+    if ticket is not None:
+        return ticket_subject(ticket.number, ticket.title)
+    return f"Not accepted: {subject or 'your message'}"
 
 
 def _notice_hint(sent_message_id: str | None) -> str:
