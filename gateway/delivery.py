@@ -85,6 +85,12 @@ class OutboxWorker:
             except StorageUnavailable:
                 log.warning("outbox unavailable; trying again in %.0f s", self._poll_seconds)
                 delivered = 0
+            except Exception:
+                # A bug or an unexpected library error must not end delivery for
+                # good: the task would stop without a trace until the next restart.
+                log.exception("outbox worker failed; trying again in %.0f s",
+                              self._poll_seconds)
+                delivered = 0
             if delivered or self._is_stop_requested:
                 continue
             self._wakeup.clear()

@@ -83,6 +83,12 @@ class SlackOutboxWorker:
                 log.warning("outbox unavailable; trying Slack calls again in %.0f s",
                             self._poll_seconds)
                 done = 0
+            except Exception:
+                # A bug or an unexpected library error must not end Slack delivery
+                # for good: the task would stop without a trace until the next restart.
+                log.exception("Slack worker failed; trying again in %.0f s",
+                              self._poll_seconds)
+                done = 0
             if done or self._is_stop_requested:
                 continue
             self._wakeup.clear()

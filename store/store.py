@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased, defer
 
@@ -114,10 +114,11 @@ class Store:
             async with AsyncSession(self._engine, expire_on_commit=False) as session:
                 try:
                     yield Transaction(session, self.dialect, self._counts)
-                except OperationalError as exc:
+                # asyncpg raises OSError itself when it cannot connect to the server.
+                except (OperationalError, InterfaceError, OSError) as exc:
                     explained = unavailable_error(exc, self.url)
                     raise explained or StorageUnavailable(
-                        f"database read failed: {exc.orig}"
+                        f"database read failed: {getattr(exc, 'orig', None) or exc}"
                     ) from exc
 
     @asynccontextmanager
@@ -153,7 +154,7 @@ class Store:
                         if _is_dedupe_violation(exc):
                             raise DuplicateDelivery("inbound_messages.dedupe_key") from exc
                         raise
-                    except SQLAlchemyError as exc:
+                    except (SQLAlchemyError, OSError) as exc:
                         explained = unavailable_error(exc, self.url)
                         raise explained or StorageUnavailable(
                             f"database write failed: {exc}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import threading
+import time
 from contextlib import contextmanager
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -146,6 +147,20 @@ class RunningGateway:
     def sql(self, statement: str, **params: Any) -> list[tuple[Any, ...]]:
         """Run one SQL statement through the gateway's store; return its rows."""
         return self.call(lambda: databases.query(self.gateway.store, statement, **params))
+
+
+def wait_until(check: Callable[[], bool], description: str,
+               timeout_seconds: float = 30.0) -> None:
+    """Poll CHECK until it holds, or fail naming DESCRIPTION.
+
+    The timeout only bounds a wait for work on another thread; it measures nothing.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_seconds:g} s waiting for "
+                                 f"{description}")
+        time.sleep(0.05)
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:

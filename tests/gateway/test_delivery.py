@@ -11,7 +11,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from conftest import FakeClock, make_config, running_gateway, sample
+from conftest import FakeClock, make_config, running_gateway, sample, wait_until
 from gateway.config import Config, OutboundConfig
 from gateway.model import App
 from ports import free_port
@@ -177,3 +177,31 @@ def test_gives_up_after_max_attempts(
         [(state, attempts, _, _)] = _outbox(gateway)
         assert state == "failed"
         assert attempts == 3
+
+
+def test_worker_survives_unexpected_error(
+    config: Config, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_gateway(config, clock, background=True) as gateway:
+        worker = gateway.gateway.worker
+        assert worker is not None
+        compose = worker._prepare
+        assert compose is not None
+        calls = []
+
+        async def fail_once(*args: Any, **kwargs: Any) -> Any:
+            calls.append(args)
+            if len(calls) == 1:
+                raise RuntimeError("composing broke")
+            return await compose(*args, **kwargs)
+
+        worker._prepare = fail_once
+        _open_ticket(gateway)
+        wait_until(lambda: any(record.getMessage().startswith("outbox worker failed")
+                               for record in caplog.records), "the failure's log line")
+        # The failed batch stays claimed until its lease ends.
+        gateway.clock.advance(seconds=config.outbound.claim_lease_seconds + 1)
+        wait_until(lambda: bool(gateway.outbox_files()), "the acknowledgement")
+
+        assert len(gateway.outbox_files()) == 1
+        assert len(calls) == 2
