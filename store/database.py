@@ -148,7 +148,7 @@ def unavailable_error(exc: BaseException, url: str) -> StorageUnavailable | None
 
     EXC is an error of the database driver or of connecting to the database at
     URL. The explained causes are a lock held past the wait limit and a failed
-    connection. The message says what to do about each.
+    connection. Each message names what to do about its cause.
     """
     cause = getattr(exc, "orig", None)
     sqlite_code = getattr(cause, "sqlite_errorcode", None)
