@@ -26,6 +26,9 @@ from gateway.errors import DatabaseBusy, GatewayError
 from gateway.model import App
 
 T = TypeVar("T")
+# The sizes of the apps.name and apps.uri columns. PostgreSQL rejects a longer value.
+MAX_APP_NAME_CHARS = 200
+MAX_APP_URI_CHARS = 2000
 # EX_TEMPFAIL of sysexits.h: the command may succeed when it is run again.
 EXIT_DATABASE_BUSY = 75
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
@@ -158,14 +161,21 @@ def _parse_apps(values: Sequence[str]) -> list[App]:
                 "Client Portal=https://portal.example.com.",
                 param_hint="--app",
             )
-        uri = uri.strip()
+        name, uri = " ".join(name.split()), uri.strip()
+        if len(name) > MAX_APP_NAME_CHARS or len(uri) > MAX_APP_URI_CHARS:
+            raise click.BadParameter(
+                f"app {name[:40]!r}: the name has {len(name):,} characters and the URI "
+                f"{len(uri):,}; the limits are {MAX_APP_NAME_CHARS} and "
+                f"{MAX_APP_URI_CHARS} characters.",
+                param_hint="--app",
+            )
         if urlsplit(uri).scheme not in ("http", "https") or not urlsplit(uri).netloc:
             raise click.BadParameter(
-                f"the URI of app {name.strip()!r} is {uri!r}; write a full http:// or "
+                f"the URI of app {name!r} is {uri!r}; write a full http:// or "
                 "https:// address, for example https://portal.example.com.",
                 param_hint="--app",
             )
-        apps.append(App(name=" ".join(name.split()), uri=uri))
+        apps.append(App(name=name, uri=uri))
     return apps
 
 

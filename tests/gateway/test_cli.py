@@ -269,6 +269,21 @@ def test_builders_add_rejects_script_uri(config_file: Path) -> None:
     assert "http:// or https://" in output
 
 
+@pytest.mark.parametrize(
+    "app",
+    [f"{'Portal ' * 40}=https://portal.example.com",
+     f"Portal=https://portal.example.com/{'a' * 2000}"],
+    ids=["long-name", "long-uri"],
+)
+def test_builders_add_rejects_long_app(config_file: Path, app: str) -> None:
+    code, output = _run(config_file, "builders", "add", "ada@example.com", "--app", app)
+    _, listing = _run(config_file, "builders", "list")
+
+    assert code == 2
+    assert "the limits are 200 and 2000 characters" in output
+    assert "ada@example.com" not in listing
+
+
 def test_builders_add_rejects_own_address(config_file: Path) -> None:
     code, output = _run(config_file, "builders", "add", "support@localhost")
 
