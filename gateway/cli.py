@@ -109,6 +109,7 @@ def _click_error(exc: GatewayError) -> click.ClickException:
 def serve(context: click.Context, config_path: str | None) -> None:
     """Run SMTP, web and outbound delivery in one process."""
     from gateway.service import Gateway
+    from gateway.service import serve as serve_until_stopped
 
     if config_path:
         context.obj["config_path"] = config_path
@@ -119,7 +120,7 @@ def serve(context: click.Context, config_path: str | None) -> None:
     except GatewayError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        _run(gateway.serve_forever)
+        serve_until_stopped(gateway)
     except OSError as exc:
         raise click.ClickException(
             f"could not listen: {exc.strerror or exc}; check smtp.port and web.port "

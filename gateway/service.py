@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 from collections.abc import Callable
@@ -44,6 +45,12 @@ REPLY_KEY_SETTING = "reply_signing_key"
 # 10 s after SIGTERM (the default of docker stop and podman stop), and closing
 # the web listener and the database after this wait needs part of that time.
 STOP_GRACE_SECONDS = 8.0
+# The tasks left after a stop are cancelled ones that still wait, such as a
+# message's transaction in SQLite's busy wait for another process's write lock.
+# Connection.interrupt does not end that wait (SQLite 3.40.1). Their messages got
+# no reply, so their clients send them again. The process waits this long for
+# them, then exits anyway.
+LEFTOVER_TASK_SECONDS = 2.0
 
 
 class Gateway:
@@ -254,6 +261,41 @@ class Desks:
     # Channels that mirror tickets (Slack) add their listeners here.
     events: EventFanout
     links: BuilderLinks | None = None
+
+
+def serve(gateway: Gateway) -> None:
+    """Run GATEWAY until SIGINT or SIGTERM, then exit without waiting on stuck tasks.
+
+    asyncio.run would wait for every cancelled task to finish, which can take
+    as long as another process holds SQLite's write lock.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(gateway.serve_forever())
+    finally:
+        leftovers = _cancel_leftovers(loop)
+    if leftovers:
+        log.warning("exiting with %d cancelled task(s) still waiting after %.0f s: %s",
+                    len(leftovers), LEFTOVER_TASK_SECONDS,
+                    ", ".join(sorted(task.get_name() for task in leftovers)))
+        logging.shutdown()
+        # Closing the loop, or the interpreter's own exit, would wait for them.
+        os._exit(0)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """Cancel the loop's unfinished tasks; return those still unfinished after the wait."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=LEFTOVER_TASK_SECONDS))
+    return [task for task in tasks if not task.done()]
 
 
 async def make_desks(config: Config, store: Store, now: Callable[[], datetime]) -> Desks:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +264,25 @@ def test_outbox_worker_finishes_email_in_hand(
     assert len(relay.messages) == 1
 
 
-def test_serve_exits_0_on_sigterm(tmp_path: Path) -> None:
+@dataclass
+class ServeProcess:
+    """A `serve` child process on free loopback ports, with its log file."""
+
+    process: subprocess.Popen[bytes]
+    smtp_port: int
+    database_url: str
+    log_path: Path
+
+    def stop(self) -> int:
+        """Send SIGTERM and return the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@contextmanager
+def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
     smtp_port, web_port = free_port(), free_port()
+    url = database_url(tmp_path)
     config_path = tmp_path / "gateway.toml"
     config_path.write_text(f"""
 [smtp]
@@ -278,7 +295,7 @@ port = {web_port}
 public_url = "http://127.0.0.1:{web_port}"
 
 [database]
-url = "{database_url(tmp_path)}"
+url = "{url}"
 
 [outbound]
 maildir = "{tmp_path / 'outbox'}"
@@ -292,21 +309,48 @@ maildir = "{tmp_path / 'outbox'}"
         )
     try:
         wait_for_health(process, "serve", web_port, log_path.read_text)
-        session = RawSession(smtp_port)
-        assert session.command("EHLO client.example.com").startswith("250")
-
-        process.send_signal(signal.SIGTERM)
-        replies = session.rest()
-        returncode = process.wait(timeout=60)
+        yield ServeProcess(process, smtp_port, url, log_path)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_serve_exits_0_on_sigterm(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as serve:
+        session = RawSession(serve.smtp_port)
+        assert session.command("EHLO client.example.com").startswith("250")
+
+        serve.process.send_signal(signal.SIGTERM)
+        replies = session.rest()
+        returncode = serve.process.wait(timeout=60)
     session.close()
 
-    output = log_path.read_text()
+    output = serve.log_path.read_text()
     assert replies == [SHUTTING_DOWN]
     assert returncode == 0, output
     assert "1 SMTP session(s) open, 0 message(s) in flight" in output
     assert "0 message(s) finished, 0 cancelled" in output
 
+
+@sqlite_only
+def test_serve_exits_while_lock_held(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as serve:
+        holder = sqlite3.connect(serve.database_url.removeprefix("sqlite:///"),
+                                 isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            session = RawSession(serve.smtp_port)
+            # After the 354 reply the message is in flight. Storing it waits for the lock.
+            send_message(session, sample("gmail_plain_and_html.eml"))
+            # The lock is released only after the process has exited.
+            returncode = serve.stop()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    session.close()
+
+    output = serve.log_path.read_text()
+    assert returncode == 0, output
+    assert "0 message(s) finished, 1 cancelled" in output
+    assert "exiting with 1 cancelled task(s) still waiting" in output
