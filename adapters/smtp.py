@@ -16,7 +16,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from gateway.addresses import SupportAddresses
 from gateway.config import MIB, SmtpConfig
-from gateway.errors import StorageUnavailable
+from gateway.errors import StorageUnavailable, first_line
 from gateway.tickets import Delivery, Desk
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,12 @@ class SupportHandler:
                         "(client gone or gateway stopping); not accepted",
                         delivery.peer, len(raw))
             raise
-        except StorageUnavailable:
-            log.exception("could not store a %d-byte message from %s", len(raw), delivery.peer)
+        except StorageUnavailable as exc:
+            # An outage is expected now and then: one line each, with the traceback
+            # only at debug level.
+            log.warning("could not store a %d-byte message from %s: %s", len(raw),
+                        delivery.peer, first_line(exc),
+                        exc_info=log.isEnabledFor(logging.DEBUG))
             return TEMPORARY_FAILURE
         except Exception:
             # aiosmtpd would reply with a permanent 500 that shows the exception text.

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from gateway.errors import DeliveryFailed, StorageUnavailable
+from gateway.errors import DeliveryFailed, StorageUnavailable, first_line
 from gateway.model import OutgoingEmail
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ class OutboxWorker:
         while not self._is_stop_requested:
             try:
                 delivered = await self.run_once()
-            except StorageUnavailable:
-                log.warning("outbox unavailable; trying again in %.0f s", self._poll_seconds)
+            except StorageUnavailable as exc:
+                log.warning("outbox unavailable (%s); trying again in %.0f s",
+                            first_line(exc), self._poll_seconds)
                 delivered = 0
             except Exception:
                 # A bug or an unexpected library error must not end delivery for

@@ -23,6 +23,16 @@ class InvalidChange(GatewayError):
     """A ticket change breaks a rule of the ticket model."""
 
 
+def first_line(error: BaseException) -> str:
+    """Return the first line of ERROR's text, for a log line.
+
+    A database error's later lines give the SQL statement and its values, which
+    may contain message text.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class StorageUnavailable(GatewayError):
     """The database could not store a change; the caller should retry later."""
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from gateway.errors import GatewayError, StorageUnavailable
+from gateway.errors import GatewayError, StorageUnavailable, first_line
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ class SlackOutboxWorker:
         while not self._is_stop_requested:
             try:
                 done = await self.run_once()
-            except StorageUnavailable:
-                log.warning("outbox unavailable; trying Slack calls again in %.0f s",
-                            self._poll_seconds)
+            except StorageUnavailable as exc:
+                log.warning("outbox unavailable (%s); trying Slack calls again in %.0f s",
+                            first_line(exc), self._poll_seconds)
                 done = 0
             except Exception:
                 # A bug or an unexpected library error must not end Slack delivery

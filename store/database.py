@@ -33,6 +33,9 @@ POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 10
 POSTGRES_POOL_TIMEOUT_SECONDS = 30
+# How long opening a connection may take. asyncpg's default is 60 s, which a
+# client, or a command typed by hand, would wait out in silence.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 # Drop connections that a firewall or PgBouncer may have closed while idle.
 POSTGRES_POOL_RECYCLE_SECONDS = 1800
 # A statement with a parameter longer than this (bytes or characters) runs on
@@ -167,7 +170,12 @@ def unavailable_error(exc: BaseException, url: str) -> StorageUnavailable | None
     # OSError for a refused or timed-out connection arrives without a wrapper.
     if isinstance(exc, OSError) or (isinstance(exc, DBAPIError) and exc.statement is None):
         parsed = make_url(url)
-        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(cause)
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {POSTGRES_CONNECT_TIMEOUT_SECONDS} s"
+        elif isinstance(exc, OSError):
+            reason = exc.strerror or str(exc) or type(exc).__name__
+        else:
+            reason = str(cause)
         if parsed.get_backend_name() == "sqlite":
             advice = "check database.url and that the file can be opened"
         else:
@@ -237,7 +245,8 @@ def _create_postgres_engine(target: URL) -> AsyncEngine:
     }
     return create_async_engine(
         target,
-        connect_args={"server_settings": server_settings},
+        connect_args={"server_settings": server_settings,
+                      "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS},
         pool_pre_ping=True,
         pool_size=POSTGRES_POOL_SIZE,
         max_overflow=POSTGRES_MAX_OVERFLOW,

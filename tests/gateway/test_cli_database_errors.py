@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -179,5 +180,28 @@ def test_unreachable_postgres_gives_one_line(tmp_path: Path) -> None:
     )
     assert result.stderr.rstrip().endswith(
         "check database.url and that the database server is running"
+    )
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_silent_postgres_gives_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "POSTGRES_CONNECT_TIMEOUT_SECONDS", 1)
+    # Accepts connections, as a hung server would, and never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/test"
+    config_file = tmp_path / "silent.toml"
+    config_file.write_text(f'[database]\nurl = "{url}"\n')
+    try:
+        result = _invoke(config_file, "builders", "list")
+    finally:
+        silent.close()
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(
+        f"Error: could not connect to the database at {url}: no answer within 1 s;"
     )
     assert len(result.stderr.splitlines()) == 1
