@@ -260,7 +260,7 @@ def builders_list(context: click.Context) -> None:
     config = _config(context)
 
     async def work() -> Any:
-        store = await _open_store(config)
+        store = await _open_store(config, existing=True)
         try:
             async with store.read() as tx:
                 return await tx.list_builders()
@@ -440,7 +440,7 @@ def tickets_list(context: click.Context, status: str | None, limit: int) -> None
     config = _config(context)
 
     async def work() -> Any:
-        store = await _open_store(config)
+        store = await _open_store(config, existing=True)
         try:
             async with store.read() as tx:
                 return await tx.list_tickets(TicketFilter(status=status), per_page=limit)
@@ -465,7 +465,7 @@ def tickets_show(context: click.Context, number: int) -> None:
     config = _config(context)
 
     async def work() -> Any:
-        store = await _open_store(config)
+        store = await _open_store(config, existing=True)
         try:
             async with store.read() as tx:
                 return await tx.get_ticket(number)
@@ -495,9 +495,26 @@ def tickets_show(context: click.Context, number: int) -> None:
                        f"{attachment.size_bytes} bytes)")
 
 
-async def _open_store(config: Config) -> Any:
+async def _open_store(config: Config, *, existing: bool = False) -> Any:
+    """Open the store and bring its schema up to date.
+
+    Pass EXISTING for a command that only reads: a SQLite file that does not
+    exist then gives an error, because a new empty database would look like an
+    empty desk when database.url has a typo.
+    """
+    from sqlalchemy.engine import make_url
+
     from store import Store
 
+    url = make_url(config.database.url)
+    is_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if existing and is_file:
+        path = Path(url.database)
+        if not path.exists():
+            raise GatewayError(
+                f"no database at {path} (database.url); check the path, or run "
+                "`support-gateway db upgrade` or `serve` to create it"
+            )
     store = Store(config.database.url)
     await store.upgrade()
     return store
@@ -598,7 +615,7 @@ def inbound_list(context: click.Context, outcome: str | None, limit: int) -> Non
     config = _config(context)
 
     async def work() -> Any:
-        store = await _open_store(config)
+        store = await _open_store(config, existing=True)
         try:
             async with store.read() as tx:
                 return await tx.list_inbound(limit=limit, outcome=outcome)

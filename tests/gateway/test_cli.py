@@ -166,6 +166,7 @@ def test_inject_fails_when_no_gateway_listens(config_file: Path, tmp_path: Path)
 
 
 def test_tickets_show_unknown_number(config_file: Path) -> None:
+    assert _run(config_file, "db", "upgrade")[0] == 0
     code, output = _run(config_file, "tickets", "show", "42")
 
     assert code != 0
@@ -351,3 +352,15 @@ def test_builders_import_rejects_two_line_name(
     assert code != 0
     assert "line 2" in output
     assert "U+000A" in output
+
+
+def test_reading_missing_database_fails(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "gateway.db"
+    config_file = tmp_path / "typo.toml"
+    config_file.write_text(f'[database]\nurl = "sqlite:///{missing}"\n')
+
+    code, output = _run(config_file, "tickets", "list")
+
+    assert code == 1
+    assert f"no database at {missing} (database.url)" in output
+    assert not missing.parent.exists()
