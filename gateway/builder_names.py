@@ -12,6 +12,10 @@ MAX_BUILDER_NAME_CHARS = 200
 # Control characters (CR, LF, tab, NUL and others) and the Unicode line and
 # paragraph separators. In a header, CR or LF would start a new header line.
 _LINE_BREAKING_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+# The bidirectional embeddings, overrides and isolates (Unicode TR9). One of them
+# can make a name display reversed or hide part of it, in Slack and in mail.
+# The marks U+200E and U+200F stay allowed: names in right-to-left scripts use them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def builder_name_problem(name: str) -> str | None:
@@ -20,9 +24,11 @@ def builder_name_problem(name: str) -> str | None:
         return (f"the name is {len(name):,} characters long; the limit is "
                 f"{MAX_BUILDER_NAME_CHARS} characters")
     for char in name:
-        if unicodedata.category(char) in _LINE_BREAKING_CATEGORIES:
+        if unicodedata.category(char) in _LINE_BREAKING_CATEGORIES or char in _BIDI_CONTROLS:
             return (f"the name contains the control character U+{ord(char):04X}; "
                     "write it on one line without control characters")
+    if name and not name.strip():
+        return "the name is only spaces; leave it empty for no name"
     return None
 
 
@@ -35,5 +41,6 @@ def fit_builder_name(name: str) -> str:
     one_line = "".join(
         " " if unicodedata.category(char) in _LINE_BREAKING_CATEGORIES else char
         for char in name
+        if char not in _BIDI_CONTROLS
     )
     return one_line[:MAX_BUILDER_NAME_CHARS].strip()

@@ -731,7 +731,11 @@ def digest(context: click.Context, dry_run: bool) -> None:
         count = 0
         async for plan in scheduled.digests.preview():
             count += 1
-            click.echo(f"{plan.builder.email}: {len(plan.tickets)} ticket(s)")
+            listed = len(plan.tickets)
+            summary = f"{listed + plan.more_waiting} ticket(s)"
+            if plan.more_waiting:
+                summary += f", the {listed} most urgent listed"
+            click.echo(f"{plan.builder.email}: {summary}")
             for waiting in plan.tickets:
                 ticket = waiting.ticket
                 click.echo(f"  #{ticket.number}\t{ticket.severity}\t"

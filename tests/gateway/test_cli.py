@@ -315,8 +315,9 @@ def test_builders_add_rejects_long_name(config_file: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["Ada\r\nBcc: all@example.com", "Ada\nLovelace", "Ada\x00"],
-    ids=["crlf-header", "lf", "nul"],
+    "name", ["Ada\r\nBcc: all@example.com", "Ada\nLovelace", "Ada\x00",
+             "Ada \u202ecod.exe"],
+    ids=["crlf-header", "lf", "nul", "bidi-override"],
 )
 def test_builders_add_rejects_control_characters(config_file: Path, name: str) -> None:
     code, output = _run(config_file, "builders", "add", "ada@example.com",
@@ -364,3 +365,10 @@ def test_reading_missing_database_fails(tmp_path: Path) -> None:
     assert code == 1
     assert f"no database at {missing} (database.url)" in output
     assert not missing.parent.exists()
+
+
+def test_builders_add_rejects_blank_name(config_file: Path) -> None:
+    code, output = _run(config_file, "builders", "add", "ada@example.com", "--name", "   ")
+
+    assert code == 2
+    assert "the name is only spaces" in output

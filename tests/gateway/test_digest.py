@@ -609,7 +609,7 @@ def test_digest_lists_at_most_the_bound(gateway: RunningGateway) -> None:
     assert listed_numbers(digest) == oldest_first[:MAX_LISTED_TICKETS]
     total = len(oldest_first)
     assert digest["Subject"] == f"Reminder: {total} tickets wait for your answer"
-    assert ("5 more tickets wait for your answer: the link to all your tickets is at "
+    assert ("5 more tickets wait for your answer. The link to all your tickets is at "
             "the end of this email.") in text
     assert "See all your tickets: http://127.0.0.1:8080/b/" in text
     assert "5 more tickets wait for your answer" in html
@@ -676,3 +676,26 @@ def test_more_line_counts_tickets_still_waiting(gateway: RunningGateway) -> None
     assert "3 more tickets wait for your answer" in text
     total = len(oldest_first) - 2
     assert digest["Subject"] == f"Reminder: {total} tickets wait for your answer"
+
+
+def test_dry_run_counts_tickets_left_out(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import cli
+
+    clock = FakeClock(datetime.now(UTC))
+    config = make_config(tmp_path)
+    with running_gateway(config, clock) as gateway:
+        for day in range(MAX_LISTED_TICKETS + 3):
+            add_waiting(gateway, "ada@example.com", f"Export number {day} fails on invoices",
+                        since=clock() - timedelta(days=2 + day))
+    config_file = tmp_path / "gateway.toml"
+    config_file.write_text(f'[database]\nurl = "{config.database.url}"\n'
+                           f'[outbound]\nmaildir = "{config.outbound.maildir}"\n')
+
+    dry = CliRunner().invoke(cli, ["--config", str(config_file), "digest", "--dry-run"])
+
+    assert dry.exit_code == 0, dry.output
+    assert (f"ada@example.com: {MAX_LISTED_TICKETS + 3} ticket(s), the "
+            f"{MAX_LISTED_TICKETS} most urgent listed") in dry.output
+    assert "and 3 more, not listed" in dry.output
