@@ -38,6 +38,12 @@ STOCK_BAD_SYNTAX_REPLY = "500 Error: bad syntax"
 _ENHANCED_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
 # Messages of this many bytes or more are applied one at a time.
 LARGE_MESSAGE_BYTES = 1024 * 1024
+# The longest a message may take to be stored before it gets 451. It is above
+# the longest waits the store allows itself (30 s for this process's turn to
+# write plus 30 s of SQLite's busy timeout), and far below the 10 minutes that
+# RFC 5321 gives a client to wait for the reply to DATA. It ends a wait on a
+# database server that stopped answering, which has no timeout of its own.
+STORE_TIMEOUT_SECONDS = 120
 
 
 def too_big_reply(limit: int) -> str:
@@ -145,11 +151,17 @@ class SupportHandler:
             peer=_peer(session),
         )
         try:
-            if len(raw) >= LARGE_MESSAGE_BYTES:
-                async with self._large_messages:
+            async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
+                if len(raw) >= LARGE_MESSAGE_BYTES:
+                    async with self._large_messages:
+                        verdict = await self._desk.receive(delivery)
+                else:
                     verdict = await self._desk.receive(delivery)
-            else:
-                verdict = await self._desk.receive(delivery)
+        except TimeoutError:
+            # Nothing was committed, or a copy was and the resent one is a duplicate.
+            log.warning("storing a %d-byte message from %s took over %d s; not accepted",
+                        len(raw), delivery.peer, STORE_TIMEOUT_SECONDS)
+            return TEMPORARY_FAILURE
         except asyncio.CancelledError:
             # aiosmtpd cancels the handler when the client leaves, and so does the
             # gateway's shutdown. The client got no reply and sends the message

@@ -27,6 +27,8 @@ class TcpProxy:
                                         daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        # While set, connections stay open but nothing passes, as with a hung server.
+        self._stalled = False
 
     def start(self) -> None:
         """Start the loop and accept connections."""
@@ -36,6 +38,10 @@ class TcpProxy:
     def cut(self) -> None:
         """Refuse new connections and drop the open ones, as a stopped server would."""
         self._run(self._cut())
+
+    def stall(self) -> None:
+        """Keep every connection open but pass nothing on, as a hung server would."""
+        self._stalled = True
 
     def restore(self) -> None:
         """Accept connections again on the same port."""
@@ -63,6 +69,10 @@ class TcpProxy:
         self._writers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stalled:
+            self._writers.add(writer)
+            await reader.read()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
         except OSError:
@@ -75,6 +85,8 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if self._stalled:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

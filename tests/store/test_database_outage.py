@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from adapters import smtp
 from conftest import (
     POSTGRES,
     FakeClock,
@@ -91,3 +92,22 @@ def test_outbox_worker_resumes_after_outage(
         wait_until(lambda: len(gateway.outbox_files()) == 1, "the acknowledgement")
 
     assert code == 250, text
+
+
+def test_mail_gets_451_when_database_hangs(
+    tmp_path: Path, clock: FakeClock, proxy: TcpProxy, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(smtp, "STORE_TIMEOUT_SECONDS", 2)
+    caplog.set_level(logging.INFO)
+    with _gateway_behind(proxy, tmp_path, clock) as gateway:
+        gateway.add_builder("ada@example.com", "Ada Lovelace")
+        proxy.stall()
+
+        code, text = gateway.send(sample("gmail_plain_and_html.eml"))
+        proxy.cut()
+
+    assert code == 451, text
+    assert text.startswith("4.3.0")
+    assert any(record.getMessage().endswith("took over 2 s; not accepted")
+               for record in caplog.records)
