@@ -188,7 +188,7 @@ def test_silent_postgres_gives_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(database, "POSTGRES_CONNECT_TIMEOUT_SECONDS", 1)
-    # Accepts connections, as a hung server would, and never answers.
+    # Accepts connections, as a hung server would, and never sends a byte.
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen()
