@@ -38,11 +38,10 @@ STOCK_BAD_SYNTAX_REPLY = "500 Error: bad syntax"
 _ENHANCED_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
 # Messages of this many bytes or more are applied one at a time.
 LARGE_MESSAGE_BYTES = 1024 * 1024
-# The maximum time storing a message may take before it gets 451. It is above
-# the longest waits the store allows itself (30 s for this process's turn to
-# write plus 30 s of SQLite's busy timeout), and far below the 10 minutes that
-# RFC 5321 gives a client to wait for the reply to DATA. It ends a wait on a
-# database server that stopped answering, which has no timeout of its own.
+# The maximum time storing a message may take before it gets 451. The store's
+# own waits add up to 60 s: 30 s for this process's turn to write, then 30 s of
+# SQLite's busy timeout. RFC 5321 gives a client 10 minutes for the reply to
+# DATA. The bound ends a wait on a database server that stopped responding.
 STORE_TIMEOUT_SECONDS = 120
 
 
